@@ -1,0 +1,33 @@
+"""Azure Event Grid on your laptop: the broker (emulator) as a Flask app.
+
+`create_app(config)` builds the app and its engine; `python -m broker` serves it with waitress.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import Config
+
+
+def create_app(config: Config | None = None, start: bool = True) -> Flask:
+    """Build the broker app. With `start` the dispatcher and validator threads run; tests of the
+    HTTP surface alone can pass `start=False` and call `app.extensions["broker"].start()` later."""
+    from . import api, errors, health, management
+    from .engine import Engine
+
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = None  # the publish API answers 413 itself, in Azure's shape
+    engine = Engine(config)
+    app.extensions["broker"] = engine
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(management.bp)
+    app.register_blueprint(health.bp)
+    if start:
+        engine.start()
+    return app
+
+
+__all__ = ["Config", "create_app"]

@@ -1,0 +1,46 @@
+"""`python -m broker`: serve the broker with waitress."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from waitress import create_server
+
+from servicekit.logs import configure_logging
+
+from . import create_app
+from .config import Config
+
+log = logging.getLogger("broker")
+
+
+def main() -> int:
+    try:
+        config = Config.from_env()
+    except ValueError as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("broker", config.log_level)
+    app = create_app(config)
+    engine = app.extensions["broker"]
+    server = create_server(app, host=config.host, port=config.port, threads=config.threads,
+                           ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120)
+
+    def shutdown(signum, _frame):
+        log.info("shutting down", extra={"signal": signum})
+        server.close()
+        engine.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    log.info("broker listening", extra={"host": config.host, "port": config.port, "data_dir": str(config.data_dir),
+                                         "default_topic": config.default_topic})
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

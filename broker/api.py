@@ -1,0 +1,140 @@
+"""The publish API: Event Grid's `/api/events` endpoints and the original prototype's
+`/publish` + `/subscribe`, both mapped onto the same topics, store and delivery path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import datetime, timezone
+
+import orjson
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from . import auth, schemas
+from .errors import ApiError, bad_request
+from .events import EVENTGRID_SCHEMA, Event
+from .subscriptions import validate_endpoint
+
+log = logging.getLogger("broker.api")
+
+bp = Blueprint("publish", __name__)
+
+# API versions the official SDKs sent when this was written. Any other version is accepted and
+# logged once: an emulator that rejects the SDK's next api-version breaks its users' builds.
+KNOWN_API_VERSIONS = frozenset({"2018-01-01", "2023-06-01-preview", "2023-11-01", "2024-06-01"})
+
+
+def engine():
+    return current_app.extensions["broker"]
+
+
+@bp.post("/api/events")
+def publish_default():
+    return publish(engine().config.default_topic)
+
+
+@bp.post("/topics/<topic>/api/events")
+def publish(topic: str):
+    eng = engine()
+    topic_obj = eng.registry.topic(topic)
+    try:
+        if topic_obj is None:
+            # Authenticate against nothing before auto-creating: an anonymous topic is the local default.
+            topic_obj = eng.topic_for_publish(topic)
+        auth.authenticate(request.headers, topic_obj.keys, request.path)
+        _note_api_version(eng)
+        length = request.content_length
+        if length is not None and length > schemas.MAX_REQUEST_BYTES:
+            raise schemas.SchemaError(413, "RequestEntityTooLarge", f"The request is {length} bytes; the limit is {schemas.MAX_REQUEST_BYTES} bytes (1 MB).")
+        body = request.get_data(cache=False)
+        events = schemas.parse(body, request.headers, topic_obj.input_schema)
+    except auth.AuthError as exc:
+        eng.metrics.rejected.labels(topic, "Unauthorized").inc()
+        raise ApiError(401, exc.code, exc.message) from None
+    except schemas.SchemaError as exc:
+        eng.metrics.rejected.labels(topic, exc.code).inc()
+        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
+    except ApiError as exc:
+        eng.metrics.rejected.labels(topic, exc.code).inc()
+        raise
+    eng.accept(topic_obj, events)
+    return Response(status=200)  # Azure answers an accepted publish with 200 and an empty body
+
+
+def _note_api_version(eng) -> None:
+    version = request.args.get("api-version")
+    if version and version not in KNOWN_API_VERSIONS and version not in eng.seen_api_versions:
+        eng.seen_api_versions.add(version)
+        log.warning("accepting an api-version this emulator has not seen before", extra={"api_version": version})
+
+
+# -- the original prototype's API ---------------------------------------------------------------
+
+
+@bp.post("/publish")
+def legacy_publish():
+    """`{"eventType": "NewOrder", "data": {...}}` -> one event on the default topic.
+
+    Optional `subject` and `id`; the reply says how many subscriptions will get it.
+    """
+    eng = engine()
+    payload = _json_object()
+    event_type = payload.get("eventType")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise bad_request("'eventType' is required and must be a non-empty string.", "InvalidEvent", "eventType")
+    subject = payload.get("subject", event_type)
+    if not isinstance(subject, str) or not subject:
+        raise bad_request("'subject' must be a non-empty string.", "InvalidEvent", "subject")
+    event_id = payload.get("id", str(uuid.uuid4()))
+    if not isinstance(event_id, str) or not event_id:
+        raise bad_request("'id' must be a non-empty string.", "InvalidEvent", "id")
+    event = Event(
+        id=event_id,
+        type=event_type,
+        time=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        subject=subject,
+        data=payload.get("data"),
+        data_version=str(payload.get("dataVersion", "1.0")),
+        input_schema=EVENTGRID_SCHEMA,
+    )
+    topic = eng.topic_for_publish(eng.config.default_topic)
+    try:
+        auth.authenticate(request.headers, topic.keys, request.path)
+    except auth.AuthError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
+    seqs = eng.accept(topic, [event])
+    routed = len(eng.store.deliveries_for(seqs))
+    return jsonify({"status": "accepted", "id": event.id, "topic": topic.name, "subscriptions": routed}), 202
+
+
+@bp.post("/subscribe")
+def legacy_subscribe():
+    """`{"eventType": "NewOrder", "endpoint": "http://host:port/path"}` -> a subscription on the
+    default topic filtered on that type. The prototype had no handshake, so neither do these."""
+    eng = engine()
+    payload = _json_object()
+    event_type = payload.get("eventType")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise bad_request("'eventType' is required and must be a non-empty string.", "InvalidSubscription", "eventType")
+    endpoint = validate_endpoint(payload.get("endpoint"), "endpoint")
+    name = "legacy-" + hashlib.sha1(f"{event_type}\n{endpoint}".encode()).hexdigest()[:12]
+    body = {
+        "properties": {
+            "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": endpoint, "skipValidation": True}},
+            "filter": {"includedEventTypes": [event_type]},
+        }
+    }
+    sub, created = eng.put_subscription(eng.config.default_topic, name, body)
+    return jsonify({"status": "subscribed", "subscription": sub.name, "topic": sub.topic, "eventType": event_type, "endpoint": endpoint}), (201 if created else 200)
+
+
+def _json_object() -> dict:
+    try:
+        payload = orjson.loads(request.get_data(cache=False) or b"")
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}", "InvalidJson") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.", "InvalidRequestBody")
+    return payload

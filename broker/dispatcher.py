@@ -1,0 +1,273 @@
+"""Background delivery: claims due deliveries from the store and POSTs them to subscribers.
+
+One loop thread decides what to send; a bounded pool of worker threads sends it. Each subscription
+may have at most `subscription_concurrency` requests in flight, so a slow or dead subscriber ties up
+that many workers at most and never delays the others. Every state change goes through the store
+before anything else happens, so a killed broker resumes exactly where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from . import schemas
+from .deadletters import BlobWriter, record
+from .events import CLOUDEVENT_SCHEMA, Event
+from .retry import classify
+from .store import Claimed, Outcome, Store
+from .subscriptions import Subscription
+
+log = logging.getLogger("broker.dispatcher")
+
+PRUNE_EVERY_SECONDS = 60.0
+IDLE_POLL_SECONDS = 1.0
+
+# Azure's names for how the last attempt went (lastDeliveryOutcome / deadLetterReason).
+OUTCOMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 408: "TimedOut", 413: "RequestEntityTooLarge", 429: "Busy", 503: "Busy"}
+
+
+def outcome_name(status: int | None, timed_out: bool) -> str:
+    if status is not None and 200 <= status <= 204:
+        return "Delivered"
+    if status is None:
+        return "TimedOut" if timed_out else "GenericError"
+    return OUTCOMES.get(status, "GenericError")
+
+
+class Dispatcher:
+    def __init__(self, store: Store, registry, client, clock, config, metrics, feed) -> None:
+        self.store = store
+        self.registry = registry
+        self.client = client
+        self.clock = clock
+        self.config = config
+        self.metrics = metrics
+        self.feed = feed
+        self.blobs = BlobWriter(config.data_dir)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, str], int] = {}
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._next_prune = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        recovered = self.store.recover()
+        if recovered:
+            log.info("resuming deliveries that were in flight when the broker stopped", extra={"count": recovered})
+        self._pool = ThreadPoolExecutor(self.config.delivery_workers, thread_name_prefix="deliver")
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                wait = self._dispatch_due()
+                self._prune_if_due()
+            except Exception:  # the loop must survive anything: log and retry shortly
+                log.exception("dispatcher loop error")
+                wait = IDLE_POLL_SECONDS
+            if wait > 0:
+                self._wake.wait(wait)
+
+    def _dispatch_due(self) -> float:
+        """Send what is due; return how long the loop may sleep before something else falls due."""
+        now = self.clock.now()
+        wait = IDLE_POLL_SECONDS
+        cap = self.config.subscription_concurrency
+        for sub in self.registry.subscriptions():
+            if not sub.active:
+                continue
+            with self._lock:
+                free = cap - self._inflight.get(sub.key, 0)
+            if free <= 0:
+                continue  # a finishing request wakes the loop
+            want = free * sub.max_events_per_batch
+            claimed = self.store.claim(sub.topic, sub.name, now, want)
+            for chunk in self._chunks(sub, claimed):
+                with self._lock:
+                    self._inflight[sub.key] = self._inflight.get(sub.key, 0) + 1
+                self._pool.submit(self._deliver, sub, chunk)
+            if len(claimed) < want:
+                due = self.store.next_due(sub.topic, sub.name)
+                if due is not None:
+                    wait = min(wait, max(0.0, due - now))
+        return wait
+
+    @staticmethod
+    def _chunks(sub: Subscription, claimed: list[Claimed]) -> list[list[Claimed]]:
+        """Split claimed deliveries into requests of at most maxEventsPerBatch events and, where
+        more than one event fits, about preferredBatchSizeInKilobytes (one event always goes)."""
+        chunks: list[list[Claimed]] = []
+        current: list[Claimed] = []
+        size = 0
+        for c in claimed:
+            if current and (len(current) >= sub.max_events_per_batch or size + len(c.body) > sub.preferred_batch_bytes):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(c)
+            size += len(c.body)
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _prune_if_due(self) -> None:
+        now = self.clock.now()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_SECONDS
+        removed = self.store.prune(now - self.config.retention_hours * 3600)
+        if removed:
+            log.info("pruned delivered events past retention", extra={"count": removed})
+
+    # -- one request -------------------------------------------------------------------------
+
+    def _deliver(self, sub: Subscription, chunk: list[Claimed]) -> None:
+        try:
+            self._attempt(sub, chunk)
+        except Exception:
+            log.exception("delivery failed unexpectedly; returning it to pending", extra={"subscription": sub.name})
+            self.store.release([c.id for c in chunk])
+        finally:
+            with self._lock:
+                self._inflight[sub.key] -= 1
+            self._wake.set()
+
+    def _attempt(self, sub: Subscription, chunk: list[Claimed]) -> None:
+        now = self.clock.now()
+        expired = [c for c in chunk if c.expires_at <= now]
+        live = [c for c in chunk if c.expires_at > now]
+        if expired:
+            final = "deadlettered" if sub.dead_letter else "dropped"
+            self._finish(sub, [Outcome(c.id, c.attempts, now, final, "TimeToLiveExceeded", dead_letter_reason="TimeToLiveExceeded") for c in expired], expired, attempted=False)
+        if not live:
+            return
+
+        topic_path = self.config.topic_path(sub.topic)
+        events = [Event.from_record(orjson.loads(c.body)) for c in live]
+        schema = sub.schema_for(events[0].input_schema)
+        rendered = [schemas.render(e, sub.schema_for(e.input_schema), topic_path) for e in events]
+        single_ce = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
+        body = schemas.dumps(rendered[0] if single_ce else rendered)
+        headers = self._headers(sub, events[0], rendered[0], schema, live[0].attempts, single_ce)
+
+        resp = self.client.post(sub.endpoint, body, headers, self.config.delivery_timeout)
+        done = self.clock.now()
+        verdict = classify(resp.status)
+        outcome = outcome_name(resp.status, resp.timed_out)
+        outcomes = []
+        for c in live:
+            attempt = c.attempts + 1
+            o = Outcome(
+                c.id, attempt, done, "delivered", outcome, resp.status, resp.latency_ms,
+                None if verdict == "delivered" else (resp.error or _snippet(resp.body)), headers=headers, batch_size=len(live),
+            )
+            if verdict == "reject":
+                o.status, o.dead_letter_reason = ("deadlettered" if sub.dead_letter else "dropped"), outcome
+            elif verdict == "retry":
+                if attempt >= sub.retry.max_delivery_attempts:
+                    o.status, o.dead_letter_reason = ("deadlettered" if sub.dead_letter else "dropped"), "MaxDeliveryAttemptsExceeded"
+                else:
+                    o.status = "pending"
+                    # Past the time-to-live the next claim dead-letters it with TimeToLiveExceeded.
+                    o.next_attempt_at = min(done + self.clock.scaled(sub.retry.delay_after(attempt)), c.expires_at)
+            outcomes.append(o)
+        self._finish(sub, outcomes, live, attempted=True)
+        if resp.latency_ms is not None:
+            self.metrics.latency.labels(sub.topic, sub.name).observe(resp.latency_ms / 1000)
+        log.info(
+            "delivery attempt",
+            extra={
+                "topic": sub.topic, "subscription": sub.name, "event_ids": [e.id for e in events],
+                "attempt": live[0].attempts + 1, "status": resp.status, "outcome": outcome,
+                "latency_ms": round(resp.latency_ms, 2), "next": outcomes[0].status, "error": resp.error,
+            },
+        )
+
+    def _headers(self, sub: Subscription, event: Event, envelope: dict, schema: str, attempts: int, single_ce: bool) -> dict[str, str]:
+        headers = {
+            "Content-Type": schemas.content_type(schema, batch=not single_ce),
+            "aeg-event-type": "Notification",
+            "aeg-subscription-name": sub.name.upper(),
+            "aeg-delivery-count": str(attempts),
+            "aeg-metadata-version": "1",
+            "aeg-data-version": event.data_version or "",
+        }
+        for attr in sub.attributes:
+            value = attr.static if attr.static is not None else _lookup(envelope, attr.source_field)
+            if value is not None:
+                headers[attr.name] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        return headers
+
+    def _finish(self, sub: Subscription, outcomes: list[Outcome], claimed: list[Claimed], attempted: bool) -> None:
+        if attempted:
+            self.store.complete(outcomes)
+        else:
+            self.store.expire(outcomes)
+        dead = [(o, c) for o, c in zip(outcomes, claimed) if o.status == "deadlettered"]
+        if dead:
+            self._write_blobs(sub, dead)
+        for o, c in zip(outcomes, claimed):
+            self.metrics.deliveries.labels(sub.topic, sub.name, o.status if o.status != "pending" else "retry").inc()
+        if self.feed.has_listeners:
+            for o, c in zip(outcomes, claimed):
+                self.feed.publish("attempt", {
+                    "topic": sub.topic, "subscription": sub.name, "delivery": o.delivery_id, "seq": c.event_seq,
+                    "attempt": o.attempt, "status": o.status, "outcome": o.outcome, "statusCode": o.status_code,
+                    "latencyMs": o.latency_ms, "at": o.at, "nextAttemptAt": o.next_attempt_at,
+                    "deadLetterReason": o.dead_letter_reason,
+                })
+
+    def _write_blobs(self, sub: Subscription, dead: list[tuple[Outcome, Claimed]]) -> None:
+        """One blob per dead-lettered event, built from the stored delivery (the single source of
+        the Azure fields: attempts, last outcome, times)."""
+        topic_path = self.config.topic_path(sub.topic)
+        for o, _c in dead:
+            row = self.store.dead_letter(sub.topic, sub.name, o.delivery_id)
+            if row is None:  # redelivered or purged in the meantime
+                continue
+            self.blobs.write(sub.topic, sub.name, o.at, [dead_letter_record(row, sub, topic_path)])
+
+
+def dead_letter_record(row: dict, sub: Subscription, topic_path: str) -> dict:
+    event = Event.from_record(orjson.loads(row["body"]))
+    return record(schemas.render(event, sub.schema_for(event.input_schema), topic_path), row)
+
+
+def _lookup(envelope: dict, path: str | None) -> Any:
+    value: Any = envelope
+    for part in (path or "").split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _snippet(body: bytes) -> str:
+    return body[:300].decode("utf-8", "replace")

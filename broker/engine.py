@@ -1,0 +1,196 @@
+"""The running broker: store, registry, dispatcher and validator wired together.
+
+One `Engine` per app (kept in `app.extensions["broker"]`); nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import schemas
+from .activity import ActivityFeed
+from .config import Config
+from .errors import ApiError
+from .events import Event
+from .metrics import Metrics
+from .retry import Clock
+from .store import Store
+from .subscriptions import STATE_AWAITING, STATE_FAILED, STATE_SUCCEEDED, Subscription, parse
+from .topics import Registry, Topic
+from .validation import Validator
+from .webhook import WebhookClient
+from .dispatcher import Dispatcher
+
+log = logging.getLogger("broker.engine")
+
+
+class Engine:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock(config.time_scale)
+        self.store = Store(Path(config.data_dir) / "broker.db", config.sync)
+        self.registry = Registry(self.store, self.clock)
+        self.metrics = Metrics(self.store)
+        self.feed = ActivityFeed()
+        self.client = WebhookClient(pool_size=max(4, config.subscription_concurrency))
+        self.dispatcher = Dispatcher(self.store, self.registry, self.client, self.clock, config, self.metrics, self.feed)
+        self.validator = Validator(self.registry, self.client, self.clock, config)
+        self.started = False
+        self.seen_api_versions: set[str] = set()
+        if self.registry.topic(config.default_topic) is None:
+            self.registry.put_topic(config.default_topic)
+        if config.config_file:
+            self.apply_config_file(Path(config.config_file))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        self.validator.start(on_validated=self.dispatcher.wake)
+        self.started = True
+
+    def stop(self) -> None:
+        self.validator.stop()
+        self.dispatcher.stop()
+        self.client.close()
+        self.store.close()
+        self.started = False
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def topic_for_publish(self, name: str) -> Topic:
+        topic = self.registry.topic(name)
+        if topic is None:
+            if not self.config.auto_create_topics:
+                raise ApiError(404, "NotFound", f"Topic '{name}' does not exist.")
+            topic = self.registry.put_topic(name)
+        return topic
+
+    def accept(self, topic: Topic, events: list[Event]) -> list[int]:
+        """Store a batch with its fan-out in one transaction, then wake the dispatcher.
+
+        The filter of each subscription is evaluated here, at publish time, as Azure does: a
+        subscription created later does not receive events published before it existed.
+        """
+        now = self.clock.now()
+        subs = [s for s in topic.subscriptions.values() if s.routable]
+        topic_path = self.config.topic_path(topic.name)
+        rows, routes = [], []
+        for event in events:
+            envelope = None
+            route = []
+            for sub in subs:
+                if not sub.filter.matches_everything:
+                    if envelope is None:
+                        envelope = schemas.render(event, event.input_schema, topic_path)
+                    if not sub.filter.matches(envelope):
+                        continue
+                route.append((sub.name, now + self.clock.scaled(sub.retry.ttl_seconds)))
+            rows.append((event.id, event.type, event.subject, orjson.dumps(event.to_record())))
+            routes.append(route)
+        seqs = self.store.append(topic.name, rows, routes, now)
+        self.dispatcher.wake()
+        self.metrics.accepted.labels(topic.name).inc(len(events))
+        log.info(
+            "accepted batch",
+            extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": sum(map(len, routes))},
+        )
+        if self.feed.has_listeners:
+            for seq, event, route in zip(seqs, events, routes):
+                self.feed.publish("event", {
+                    "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
+                    "receivedAt": now, "subscriptions": [name for name, _ in route],
+                })
+        return seqs
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    def put_subscription(self, topic_name: str, name: str, body: Any, validate_now: bool = True) -> tuple[Subscription, bool]:
+        """Create or replace a subscription. With `validate_now` the handshake runs inside the call
+        (the API's PUT, as Azure); otherwise in the background (declared subscriptions).
+
+        Returns (subscription, created). Raises ApiError(400) if the handshake fails.
+        """
+        topic = self.registry.topic(topic_name) or self.topic_for_publish(topic_name)
+        sub = parse(topic.name, name, body)
+        existing = self.registry.subscription(topic.name, name)
+        if existing is not None:
+            sub.name = existing.name
+            if existing.spec == sub.spec:  # unchanged re-declaration keeps its validation
+                sub.state, sub.state_detail, sub.validation_code = existing.state, existing.state_detail, existing.validation_code
+                return existing, False
+            if existing.endpoint == sub.endpoint and existing.state == STATE_SUCCEEDED:
+                sub.state, sub.validation_code = STATE_SUCCEEDED, existing.validation_code
+        if sub.state != STATE_SUCCEEDED:
+            if sub.skip_validation:
+                sub.state = STATE_SUCCEEDED
+            elif validate_now:
+                sub.state, sub.state_detail = self.validator.handshake(sub)
+                if sub.state == STATE_AWAITING:  # no answer at all is a failure for an API call
+                    sub.state = STATE_FAILED
+            else:
+                sub.state = STATE_AWAITING
+        self.registry.save_subscription(sub)
+        if sub.state == STATE_AWAITING:
+            self.validator.wake()
+        self.dispatcher.wake()
+        log.info("subscription saved", extra={"topic": topic.name, "subscription": sub.name, "state": sub.state, "endpoint": sub.endpoint})
+        if sub.state == STATE_FAILED:
+            raise ApiError(400, "UrlValidationFailed", sub.state_detail or "Webhook validation handshake failed.",
+                           [{"code": "UrlValidationFailed", "message": sub.state_detail, "target": "properties.destination.properties.endpointUrl"}])
+        return sub, existing is None
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    def redeliver(self, topic: str, name: str, delivery_id: int | None) -> int:
+        sub = self.registry.subscription(topic, name)
+        if sub is None:
+            raise ApiError(404, "NotFound", f"Subscription '{name}' does not exist on topic '{topic}'.")
+        now = self.clock.now()
+        count = self.store.redeliver(sub.topic, sub.name, delivery_id, now, now + self.clock.scaled(sub.retry.ttl_seconds))
+        self.dispatcher.wake()
+        return count
+
+    # -- declared configuration --------------------------------------------------------------------
+
+    def apply_config_file(self, path: Path) -> None:
+        """Topics and subscriptions from BROKER_CONFIG; runtime changes made since are kept unless the
+        file declares the same subscription differently."""
+        try:
+            spec = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise SystemExit(f"BROKER_CONFIG {path}: cannot read JSON: {exc}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("topics", []), list):
+            raise SystemExit(f"BROKER_CONFIG {path}: expected {{\"topics\": [...]}}")
+        for t in spec.get("topics", []):
+            try:
+                keys = t.get("keys")
+                topic = self.registry.put_topic(t["name"], t.get("inputSchema"), keys)
+                for s in t.get("subscriptions", []):
+                    self.put_subscription(topic.name, s["name"], s, validate_now=False)
+            except (KeyError, TypeError) as exc:
+                raise SystemExit(f"BROKER_CONFIG {path}: missing field {exc} in {t!r}") from None
+            except ApiError as exc:
+                raise SystemExit(f"BROKER_CONFIG {path}: {exc.message} ({exc.details})") from None
+        log.info("applied config file", extra={"path": str(path), "topics": len(spec.get("topics", []))})
+
+    def topic_resource(self, topic: Topic) -> dict[str, Any]:
+        path = self.config.topic_path(topic.name)
+        return {
+            "id": path,
+            "name": topic.name,
+            "type": "Microsoft.EventGrid/topics",
+            "properties": {
+                "endpoint": f"{self.config.base_url}/topics/{topic.name}/api/events",
+                "inputSchema": topic.input_schema,
+                "provisioningState": "Succeeded",
+                "publicNetworkAccess": "Enabled",
+                "disableLocalAuth": False,
+                "authentication": "SharedAccessKey" if topic.keys else "Anonymous",
+            },
+        }
+

@@ -1,0 +1,55 @@
+"""Prometheus metrics, on a registry owned by the app (never prometheus_client's global one).
+
+Counters move on the publish and delivery paths; gauges that describe the store (pending
+deliveries, dead letters, size) are read from SQLite when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, store) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.accepted = Counter(
+            "eventgrid_events_accepted", "Events accepted and stored, per topic.", ["topic"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "eventgrid_events_rejected", "Publish requests rejected, per topic and reason (error code).",
+            ["topic", "reason"], registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "eventgrid_delivery_attempts", "Delivery attempts per subscription and outcome (one per event).",
+            ["topic", "subscription", "outcome"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "eventgrid_delivery_latency_seconds", "Time from sending a delivery request to the subscriber's answer.",
+            ["topic", "subscription"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_StoreCollector(store))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StoreCollector:
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        pending = GaugeMetricFamily("eventgrid_deliveries_pending", "Deliveries waiting for an attempt (incl. in flight).", labels=["topic", "subscription"])
+        dead = GaugeMetricFamily("eventgrid_dead_letters", "Dead-lettered deliveries kept in the store.", labels=["topic", "subscription"])
+        for (topic, sub), counts in self.store.delivery_counts().items():
+            pending.add_metric([topic, sub], counts.get("pending", 0) + counts.get("inflight", 0))
+            dead.add_metric([topic, sub], counts.get("deadlettered", 0))
+        yield pending
+        yield dead
+        yield GaugeMetricFamily("eventgrid_store_events", "Events held in the store.", value=self.store.event_count())
+        yield GaugeMetricFamily("eventgrid_store_size_bytes", "Size of the SQLite store on disk (db + WAL).", value=self.store.size_bytes())

@@ -1,0 +1,69 @@
+-- The broker's durable state. Every accepted event and every delivery lives here, so a broker that
+-- is killed and restarted resumes exactly where it was.
+
+CREATE TABLE IF NOT EXISTS topics (
+    name         TEXT PRIMARY KEY COLLATE NOCASE,
+    input_schema TEXT NOT NULL,
+    keys         TEXT NOT NULL DEFAULT '[]',   -- JSON list of base64 access keys; [] = anonymous
+    created_at   REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+    topic           TEXT NOT NULL COLLATE NOCASE,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    spec            TEXT NOT NULL,              -- Azure-shaped `properties` JSON, as given
+    state           TEXT NOT NULL,              -- AwaitingValidation | AwaitingManualAction | Succeeded | Failed
+    state_detail    TEXT,                       -- why validation failed / what it waits for
+    validation_code TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    PRIMARY KEY (topic, name)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    subject     TEXT,
+    body        BLOB NOT NULL,                  -- Event.to_record() as JSON
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+
+-- One row per (event, matching subscription). Status is explicit, never inferred:
+--   pending -> inflight -> delivered | pending (retry) | deadlettered | dropped
+CREATE TABLE IF NOT EXISTS deliveries (
+    id                 INTEGER PRIMARY KEY,
+    event_seq          INTEGER NOT NULL,
+    topic              TEXT NOT NULL COLLATE NOCASE,
+    subscription       TEXT NOT NULL COLLATE NOCASE,
+    status             TEXT NOT NULL,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at    REAL NOT NULL,
+    expires_at         REAL NOT NULL,           -- time-to-live deadline (already divided by the time scale)
+    created_at         REAL NOT NULL,
+    last_attempt_at    REAL,
+    last_status        INTEGER,
+    last_outcome       TEXT,
+    last_latency_ms    REAL,
+    done_at            REAL,
+    dead_letter_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (topic, subscription, status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+
+-- One row per delivery attempt: the dashboard's timeline and the request the subscriber was sent.
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    status_code INTEGER,
+    latency_ms  REAL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    headers     TEXT,                           -- JSON object of the request headers sent
+    batch_size  INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (delivery_id, attempt)
+) WITHOUT ROWID;

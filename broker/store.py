@@ -1,0 +1,413 @@
+"""The durable store: SQLite in WAL mode holding topics, subscriptions, events and deliveries.
+
+Every write runs in one short `BEGIN IMMEDIATE` transaction under a process-wide writer lock, so an
+accepted batch is stored with all its deliveries or not at all, and writers never hit SQLITE_BUSY.
+Readers use their own per-thread connections and never block the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
+
+# A delivery leaves the pending/inflight states exactly once, into one of these.
+FINAL_STATES = ("delivered", "deadlettered", "dropped")
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A delivery taken for an attempt, with the stored event it carries."""
+
+    id: int
+    event_seq: int
+    attempts: int
+    created_at: float
+    expires_at: float
+    body: bytes
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one attempt did to one delivery; `status` is the delivery's new state."""
+
+    delivery_id: int
+    attempt: int
+    at: float
+    status: str  # pending (retry) | delivered | deadlettered | dropped
+    outcome: str  # Delivered | Failed | Timeout | Error | Rejected ... (Azure's lastDeliveryOutcome)
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    next_attempt_at: float | None = None
+    dead_letter_reason: str | None = None
+    headers: dict[str, str] | None = None
+    batch_size: int = 1
+
+
+class Store:
+    def __init__(self, path: Path, sync: str = "normal") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL + synchronous=NORMAL: a commit is in the WAL file before we answer 2xx, so a killed
+        # process (kill -9) loses nothing; only an OS crash or power cut can lose the last commits.
+        # synchronous=FULL (BROKER_SYNC=full) fsyncs every commit and survives those too, slower.
+        self.sync = sync.upper()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        with self._write_lock:
+            self._db().executescript(SCHEMA)  # executescript manages its own transaction
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.sync}")
+            db.execute("PRAGMA foreign_keys=OFF")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    class _Tx:
+        def __init__(self, store: Store) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._write_lock.acquire()
+            self.db = self.store._db()
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._write_lock.release()
+
+    def _write(self) -> _Tx:
+        return Store._Tx(self)
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for db in self._connections:
+                try:
+                    db.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    def check_writable(self) -> None:
+        """Raises if the store cannot take a write transaction (used by /readyz)."""
+        with self._write() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS _ready (x)")
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Deliveries that were in flight when the process died go back to pending."""
+        with self._write() as db:
+            return db.execute("UPDATE deliveries SET status='pending' WHERE status='inflight'").rowcount
+
+    # -- topics and subscriptions ------------------------------------------------------------
+
+    def upsert_topic(self, name: str, input_schema: str, keys: Sequence[str], now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO topics (name, input_schema, keys, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET input_schema=excluded.input_schema, keys=excluded.keys",
+                (name, input_schema, orjson.dumps(list(keys)).decode(), now),
+            )
+
+    def topics(self) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT name, input_schema, keys, created_at FROM topics ORDER BY name")
+        return [dict(r, keys=orjson.loads(r["keys"])) for r in rows]
+
+    def delete_topic(self, name: str) -> bool:
+        with self._write() as db:
+            db.execute("DELETE FROM subscriptions WHERE topic=?", (name,))
+            db.execute(
+                "UPDATE deliveries SET status='dropped', dead_letter_reason='TopicDeleted' "
+                "WHERE topic=? AND status IN ('pending', 'inflight')",
+                (name,),
+            )
+            return db.execute("DELETE FROM topics WHERE name=?", (name,)).rowcount > 0
+
+    def upsert_subscription(
+        self, topic: str, name: str, spec: dict, state: str, detail: str | None, code: str | None, now: float
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO subscriptions (topic, name, spec, state, state_detail, validation_code, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (topic, name) DO UPDATE SET spec=excluded.spec, "
+                "state=excluded.state, state_detail=excluded.state_detail, validation_code=excluded.validation_code, "
+                "updated_at=excluded.updated_at",
+                (topic, name, orjson.dumps(spec).decode(), state, detail, code, now, now),
+            )
+
+    def set_subscription_state(self, topic: str, name: str, state: str, detail: str | None, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE subscriptions SET state=?, state_detail=?, updated_at=? WHERE topic=? AND name=?",
+                (state, detail, now, topic, name),
+            )
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT * FROM subscriptions ORDER BY topic, name")
+        return [dict(r, spec=orjson.loads(r["spec"])) for r in rows]
+
+    def delete_subscription(self, topic: str, name: str) -> bool:
+        with self._write() as db:
+            # Azure stops delivering the moment a subscription is deleted; keep the rows for the record.
+            db.execute(
+                "UPDATE deliveries SET status='dropped', dead_letter_reason='SubscriptionDeleted', done_at=? "
+                "WHERE topic=? AND subscription=? AND status IN ('pending', 'inflight')",
+                (None, topic, name),
+            )
+            return db.execute("DELETE FROM subscriptions WHERE topic=? AND name=?", (topic, name)).rowcount > 0
+
+    # -- ingress -----------------------------------------------------------------------------
+
+    def append(
+        self,
+        topic: str,
+        events: Sequence[tuple[str, str, str | None, bytes]],
+        routes: Sequence[Sequence[tuple[str, float]]],
+        now: float,
+    ) -> list[int]:
+        """Store a batch of events and their deliveries in one transaction.
+
+        `events` holds (event_id, event_type, subject, record_json) per event; `routes[i]` the
+        (subscription, expires_at) pairs event i fans out to.
+        """
+        seqs = []
+        with self._write() as db:
+            for (event_id, event_type, subject, body), route in zip(events, routes):
+                seq = db.execute(
+                    "INSERT INTO events (topic, event_id, event_type, subject, body, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (topic, event_id, event_type, subject, body, now),
+                ).lastrowid
+                seqs.append(seq)
+                if route:
+                    db.executemany(
+                        "INSERT INTO deliveries (event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) "
+                        "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                        [(seq, topic, sub, now, expires, now) for sub, expires in route],
+                    )
+        return seqs
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def claim(self, topic: str, subscription: str, now: float, limit: int) -> list[Claimed]:
+        """Atomically move up to `limit` due deliveries of one subscription to inflight."""
+        with self._write() as db:
+            rows = db.execute(
+                "UPDATE deliveries SET status='inflight' WHERE id IN (SELECT id FROM deliveries "
+                "WHERE topic=? AND subscription=? AND status='pending' AND next_attempt_at<=? ORDER BY id LIMIT ?) "
+                "RETURNING id, event_seq, attempts, created_at, expires_at",
+                (topic, subscription, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            seqs = sorted({r["event_seq"] for r in rows})
+            bodies = dict(
+                db.execute(f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchall()
+            )
+        rows = sorted(rows, key=lambda r: r["id"])
+        return [
+            Claimed(r["id"], r["event_seq"], r["attempts"], r["created_at"], r["expires_at"], bodies[r["event_seq"]])
+            for r in rows
+        ]
+
+    def next_due(self, topic: str, subscription: str) -> float | None:
+        row = self._db().execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE topic=? AND subscription=? AND status='pending'",
+            (topic, subscription),
+        ).fetchone()
+        return row[0]
+
+    def complete(self, outcomes: Iterable[Outcome]) -> None:
+        """Record attempts and move each delivery to its next state, in one transaction."""
+        with self._write() as db:
+            for o in outcomes:
+                final = o.status in FINAL_STATES
+                db.execute(
+                    "UPDATE deliveries SET status=?, attempts=?, last_attempt_at=?, last_status=?, last_outcome=?, "
+                    "last_latency_ms=?, next_attempt_at=COALESCE(?, next_attempt_at), done_at=?, dead_letter_reason=? "
+                    "WHERE id=? AND status='inflight'",
+                    (
+                        o.status,
+                        o.attempt,
+                        o.at,
+                        o.status_code,
+                        o.outcome,
+                        o.latency_ms,
+                        o.next_attempt_at,
+                        o.at if final else None,
+                        o.dead_letter_reason,
+                        o.delivery_id,
+                    ),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        o.delivery_id,
+                        o.attempt,
+                        o.at,
+                        o.status_code,
+                        o.latency_ms,
+                        o.outcome,
+                        o.error,
+                        orjson.dumps(o.headers).decode() if o.headers else None,
+                        o.batch_size,
+                    ),
+                )
+
+    def expire(self, outcomes: Iterable[Outcome]) -> None:
+        """Final state for deliveries that ran out of time before another attempt (no attempt row)."""
+        with self._write() as db:
+            for o in outcomes:
+                db.execute(
+                    "UPDATE deliveries SET status=?, done_at=?, dead_letter_reason=? WHERE id=? AND status='inflight'",
+                    (o.status, o.at, o.dead_letter_reason, o.delivery_id),
+                )
+
+    def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give claimed deliveries back untouched (e.g. the subscription went away mid-claim)."""
+        with self._write() as db:
+            db.executemany("UPDATE deliveries SET status='pending' WHERE id=? AND status='inflight'", [(i,) for i in delivery_ids])
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """A read-only query on this thread's connection (views such as the dashboard)."""
+        return [dict(r) for r in self._db().execute(sql, args)]
+
+    def delivery_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for r in self._db().execute(
+            "SELECT topic, subscription, status, COUNT(*) AS n FROM deliveries GROUP BY topic, subscription, status"
+        ):
+            counts.setdefault((r["topic"].lower(), r["subscription"].lower()), {})[r["status"]] = r["n"]
+        return counts
+
+    def status_totals(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in self._db().execute("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")}
+
+    def event_count(self) -> int:
+        return self._db().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def recent_events(self, limit: int = 100, before_seq: int | None = None) -> list[dict[str, Any]]:
+        rows = self._db().execute(
+            "SELECT seq, topic, event_id, event_type, subject, body, received_at FROM events "
+            "WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            (before_seq if before_seq is not None else 2**62, limit),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def event(self, seq: int) -> dict[str, Any] | None:
+        row = self._db().execute("SELECT * FROM events WHERE seq=?", (seq,)).fetchone()
+        return dict(row) if row else None
+
+    def deliveries_for(self, event_seqs: Sequence[int]) -> list[dict[str, Any]]:
+        if not event_seqs:
+            return []
+        marks = ",".join("?" * len(event_seqs))
+        return [dict(r) for r in self._db().execute(f"SELECT * FROM deliveries WHERE event_seq IN ({marks}) ORDER BY id", list(event_seqs))]
+
+    def attempts_for(self, delivery_ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not delivery_ids:
+            return []
+        marks = ",".join("?" * len(delivery_ids))
+        return [
+            dict(r, headers=orjson.loads(r["headers"]) if r["headers"] else None)
+            for r in self._db().execute(
+                f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY delivery_id, attempt", list(delivery_ids)
+            )
+        ]
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def dead_letters(self, topic: str, subscription: str, skip: int = 0, top: int = 100) -> tuple[list[dict], int]:
+        db = self._db()
+        total = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE topic=? AND subscription=? AND status='deadlettered'", (topic, subscription)
+        ).fetchone()[0]
+        rows = db.execute(
+            "SELECT d.*, e.body, e.received_at FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+            "WHERE d.topic=? AND d.subscription=? AND d.status='deadlettered' ORDER BY d.id LIMIT ? OFFSET ?",
+            (topic, subscription, top, skip),
+        ).fetchall()
+        return [dict(r) for r in rows], total
+
+    def dead_letter(self, topic: str, subscription: str, delivery_id: int) -> dict | None:
+        row = self._db().execute(
+            "SELECT d.*, e.body, e.received_at FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+            "WHERE d.topic=? AND d.subscription=? AND d.id=? AND d.status='deadlettered'",
+            (topic, subscription, delivery_id),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def redeliver(self, topic: str, subscription: str, delivery_id: int | None, now: float, expires_at: float) -> int:
+        """Dead letters back to pending with a fresh attempt count and time-to-live."""
+        sql = (
+            "UPDATE deliveries SET status='pending', attempts=0, next_attempt_at=?, expires_at=?, done_at=NULL, "
+            "dead_letter_reason=NULL WHERE topic=? AND subscription=? AND status='deadlettered'"
+        )
+        args: list[Any] = [now, expires_at, topic, subscription]
+        if delivery_id is not None:
+            sql += " AND id=?"
+            args.append(delivery_id)
+        with self._write() as db:
+            return db.execute(sql, args).rowcount
+
+    def purge_dead_letters(self, topic: str, subscription: str) -> int:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE deliveries SET status='dropped', dead_letter_reason='Purged' "
+                "WHERE topic=? AND subscription=? AND status='deadlettered'",
+                (topic, subscription),
+            ).rowcount
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        """Delete events older than `before` whose deliveries are all final (delivered/dropped).
+
+        Dead-lettered events stay until purged or redelivered: they are the user's to inspect.
+        """
+        with self._write() as db:
+            seqs = [
+                r[0]
+                for r in db.execute(
+                    "SELECT seq FROM events e WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                    "WHERE d.event_seq = e.seq AND d.status IN ('pending', 'inflight', 'deadlettered')) LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            if not seqs:
+                return 0
+            marks = ",".join("?" * len(seqs))
+            db.execute(
+                f"DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({marks}))", seqs
+            )
+            db.execute(f"DELETE FROM deliveries WHERE event_seq IN ({marks})", seqs)
+            db.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
+        return len(seqs)

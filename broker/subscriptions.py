@@ -1,0 +1,210 @@
+"""Event subscriptions: the Azure ARM-shaped spec, validated into what the dispatcher needs.
+
+A subscription body looks like Azure's (only WebHook destinations are emulated):
+
+    {"properties": {
+        "destination": {"endpointType": "WebHook", "properties": {
+            "endpointUrl": "http://order_processor:5001/events",
+            "maxEventsPerBatch": 1, "preferredBatchSizeInKilobytes": 64,
+            "deliveryAttributeMappings": [{"name": "X-Tenant", "type": "Static", "properties": {"value": "t1"}}],
+            "skipValidation": false}},              # emulator-only: opt out of the handshake
+        "filter": {"includedEventTypes": ["NewOrder"], "advancedFilters": [...]},
+        "eventDeliverySchema": "EventGridSchema",
+        "retryPolicy": {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440},
+        "deadLetterDestination": {"endpointType": "StorageBlob", "properties": {"blobContainerName": "deadletter"}}}}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ApiError, bad_request
+from .events import CLOUDEVENT_SCHEMA, SCHEMAS
+from .filters import EventFilter, FilterError, compile_filter
+from .retry import MAX_ATTEMPTS_RANGE, TTL_MINUTES_RANGE, RetryPolicy
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9-]{3,64}$")  # Azure: 3-64 letters, digits and hyphens
+MAX_EVENTS_PER_BATCH = (1, 5000)
+PREFERRED_BATCH_KB = (1, 1024)
+MAX_DELIVERY_ATTRIBUTES = 10
+
+STATE_AWAITING = "AwaitingValidation"
+STATE_MANUAL = "AwaitingManualAction"
+STATE_SUCCEEDED = "Succeeded"
+STATE_FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttribute:
+    name: str
+    static: str | None = None
+    source_field: str | None = None  # dotted path into the event, e.g. "data.orderId"
+
+
+@dataclass(slots=True)
+class Subscription:
+    topic: str
+    name: str
+    endpoint: str
+    delivery_schema: str | None  # None: same as the event's input schema
+    max_events_per_batch: int
+    preferred_batch_bytes: int
+    attributes: tuple[DeliveryAttribute, ...]
+    retry: RetryPolicy
+    dead_letter: bool
+    skip_validation: bool
+    filter: EventFilter
+    spec: dict[str, Any]
+    state: str = STATE_AWAITING
+    state_detail: str | None = None
+    validation_code: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.topic.lower(), self.name.lower())
+
+    @property
+    def active(self) -> bool:
+        return self.state == STATE_SUCCEEDED
+
+    @property
+    def routable(self) -> bool:
+        """Events are queued for a subscription still waiting for its handshake, not for a failed one."""
+        return self.state != STATE_FAILED
+
+    def schema_for(self, input_schema: str) -> str:
+        return self.delivery_schema or input_schema
+
+    def to_resource(self, topic_path: str) -> dict[str, Any]:
+        """The ARM resource Azure returns for GET/PUT, with the emulator's state."""
+        props = dict(self.spec)
+        props["topic"] = topic_path
+        props["provisioningState"] = self.state
+        if self.state_detail:
+            props["provisioningStateDetail"] = self.state_detail
+        return {
+            "id": f"{topic_path}/providers/Microsoft.EventGrid/eventSubscriptions/{self.name}",
+            "name": self.name,
+            "type": "Microsoft.EventGrid/eventSubscriptions",
+            "properties": props,
+        }
+
+
+def parse(topic: str, name: str, body: Any) -> Subscription:
+    """Validate an ARM-shaped body (or its `properties`); raise ApiError(400) naming the bad field."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise bad_request(f"Subscription name '{name}' must be 3-64 characters of letters, digits and hyphens.", "InvalidName", "name")
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", "InvalidRequestBody")
+    props = body.get("properties", body)
+    if not isinstance(props, dict):
+        raise bad_request("'properties' must be an object.", "InvalidRequestBody", "properties")
+
+    destination = _obj(props.get("destination"), "properties.destination", required=True)
+    endpoint_type = destination.get("endpointType", "WebHook")
+    if endpoint_type != "WebHook":
+        raise bad_request(f"endpointType '{endpoint_type}' is not supported by the emulator; use WebHook.", "InvalidEndpointType", "properties.destination.endpointType")
+    dest = _obj(destination.get("properties"), "properties.destination.properties", required=True)
+    endpoint = validate_endpoint(dest.get("endpointUrl"), "properties.destination.properties.endpointUrl")
+
+    schema = props.get("eventDeliverySchema")
+    if schema is not None and schema not in SCHEMAS:
+        raise bad_request(f"eventDeliverySchema must be one of {', '.join(SCHEMAS)}.", "InvalidDeliverySchema", "properties.eventDeliverySchema")
+
+    batch = _int(dest.get("maxEventsPerBatch", 1), MAX_EVENTS_PER_BATCH, "properties.destination.properties.maxEventsPerBatch")
+    batch_kb = _int(dest.get("preferredBatchSizeInKilobytes", 64), PREFERRED_BATCH_KB, "properties.destination.properties.preferredBatchSizeInKilobytes")
+    attributes = _attributes(dest.get("deliveryAttributeMappings") or [])
+    skip = dest.get("skipValidation", False)
+    if not isinstance(skip, bool):
+        raise bad_request("skipValidation must be a boolean.", "InvalidRequestBody", "properties.destination.properties.skipValidation")
+
+    retry_spec = _obj(props.get("retryPolicy"), "properties.retryPolicy")
+    retry = RetryPolicy(
+        _int(retry_spec.get("maxDeliveryAttempts", 30), MAX_ATTEMPTS_RANGE, "properties.retryPolicy.maxDeliveryAttempts"),
+        _int(retry_spec.get("eventTimeToLiveInMinutes", 1440), TTL_MINUTES_RANGE, "properties.retryPolicy.eventTimeToLiveInMinutes"),
+    )
+    dead_letter = props.get("deadLetterDestination") is not None
+    if dead_letter:
+        _obj(props["deadLetterDestination"], "properties.deadLetterDestination")
+
+    try:
+        compiled = compile_filter(props.get("filter"))
+    except FilterError as exc:
+        raise ApiError(400, exc.code, exc.message, [{"code": exc.code, "message": exc.message, "target": "properties.filter"}]) from None
+
+    spec = {
+        "destination": {"endpointType": "WebHook", "properties": dest},
+        "filter": props.get("filter") or {},
+        "eventDeliverySchema": schema or "EventGridSchema",
+        "retryPolicy": {"maxDeliveryAttempts": retry.max_delivery_attempts, "eventTimeToLiveInMinutes": retry.event_ttl_minutes},
+    }
+    if dead_letter:
+        spec["deadLetterDestination"] = props["deadLetterDestination"]
+    if "labels" in props:
+        spec["labels"] = props["labels"]
+    return Subscription(
+        topic=topic,
+        name=name,
+        endpoint=endpoint,
+        delivery_schema=schema,
+        max_events_per_batch=batch,
+        preferred_batch_bytes=batch_kb * 1024,
+        attributes=attributes,
+        retry=retry,
+        dead_letter=dead_letter,
+        skip_validation=skip,
+        filter=compiled,
+        spec=spec,
+    )
+
+
+def validate_endpoint(url: Any, target: str) -> str:
+    """An absolute http(s) URL; its query string is kept exactly (Azure Functions' local trigger needs it)."""
+    if not isinstance(url, str) or not url:
+        raise bad_request("The endpoint must be an http or https URL.", "InvalidEndpoint", target)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad_request(f"The endpoint '{url}' is not an absolute http or https URL.", "InvalidEndpoint", target)
+    return url
+
+
+def is_cloudevents(sub: Subscription, input_schema: str) -> bool:
+    return sub.schema_for(input_schema) == CLOUDEVENT_SCHEMA
+
+
+def _obj(value: Any, target: str, required: bool = False) -> dict:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'{target}' must be an object.", "InvalidRequestBody", target)
+    return value
+
+
+def _int(value: Any, bounds: tuple[int, int], target: str) -> int:
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"'{target}' must be an integer from {low} to {high}.", "InvalidRequestBody", target)
+    return value
+
+
+def _attributes(mappings: Any) -> tuple[DeliveryAttribute, ...]:
+    target = "properties.destination.properties.deliveryAttributeMappings"
+    if not isinstance(mappings, list) or len(mappings) > MAX_DELIVERY_ATTRIBUTES:
+        raise bad_request(f"'{target}' must be a list of at most {MAX_DELIVERY_ATTRIBUTES} mappings.", "InvalidRequestBody", target)
+    out = []
+    for i, m in enumerate(mappings):
+        where = f"{target}[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"].strip():
+            raise bad_request(f"'{where}' needs a non-empty name.", "InvalidRequestBody", where)
+        props = m.get("properties") or {}
+        if m.get("type") == "Static" and isinstance(props.get("value"), str):
+            out.append(DeliveryAttribute(m["name"], static=props["value"]))
+        elif m.get("type") == "Dynamic" and isinstance(props.get("sourceField"), str) and props["sourceField"]:
+            out.append(DeliveryAttribute(m["name"], source_field=props["sourceField"]))
+        else:
+            raise bad_request(f"'{where}' must be Static with properties.value or Dynamic with properties.sourceField.", "InvalidRequestBody", where)
+    return tuple(out)
