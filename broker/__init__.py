@@ -10,16 +10,17 @@ from flask import Flask
 from .config import Config
 
 
-def create_app(config: Config | None = None, start: bool = True) -> Flask:
+def create_app(config: Config | None = None, start: bool = True, clock=None) -> Flask:
     """Build the broker app. With `start` the dispatcher and validator threads run; tests of the
-    HTTP surface alone can pass `start=False` and call `app.extensions["broker"].start()` later."""
+    HTTP surface alone can pass `start=False` and call `app.extensions["broker"].start()` later;
+    `clock` replaces the wall clock (tests move time by hand)."""
     from . import api, errors, health, management
     from .engine import Engine
 
     config = config or Config.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = None  # the publish API answers 413 itself, in Azure's shape
-    engine = Engine(config)
+    engine = Engine(config, clock)
     app.extensions["broker"] = engine
     errors.init_app(app)
     app.register_blueprint(api.bp)

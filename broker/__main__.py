@@ -12,6 +12,7 @@ from servicekit.logs import configure_logging
 
 from . import create_app
 from .config import Config
+from .tls import TlsTerminator, ensure_certificate
 
 log = logging.getLogger("broker")
 
@@ -28,8 +29,17 @@ def main() -> int:
     server = create_server(app, host=config.host, port=config.port, threads=config.threads,
                            ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120)
 
+    tls = None
+    if config.https_port:
+        cert, key = ensure_certificate(config.data_dir, config.tls_cert, config.tls_key)
+        tls = TlsTerminator(config.host, config.https_port, server.effective_port, cert, key)
+        tls.start()
+        log.info("https listening", extra={"port": config.https_port, "cert": str(cert)})
+
     def shutdown(signum, _frame):
         log.info("shutting down", extra={"signal": signum})
+        if tls:
+            tls.stop()
         server.close()
         engine.stop()
         sys.exit(0)

@@ -43,7 +43,7 @@ def publish(topic: str):
         if topic_obj is None:
             # Authenticate against nothing before auto-creating: an anonymous topic is the local default.
             topic_obj = eng.topic_for_publish(topic)
-        auth.authenticate(request.headers, topic_obj.keys, request.path)
+        auth.authenticate(request.headers, topic_obj.keys, request.path, query=request.args)
         _note_api_version(eng)
         length = request.content_length
         if length is not None and length > schemas.MAX_REQUEST_BYTES:
@@ -51,8 +51,8 @@ def publish(topic: str):
         body = request.get_data(cache=False)
         events = schemas.parse(body, request.headers, topic_obj.input_schema)
     except auth.AuthError as exc:
-        eng.metrics.rejected.labels(topic, "Unauthorized").inc()
-        raise ApiError(401, exc.code, exc.message) from None
+        eng.metrics.rejected.labels(topic, exc.code).inc()
+        raise ApiError(exc.status, exc.code, exc.message) from None
     except schemas.SchemaError as exc:
         eng.metrics.rejected.labels(topic, exc.code).inc()
         raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
@@ -101,9 +101,9 @@ def legacy_publish():
     )
     topic = eng.topic_for_publish(eng.config.default_topic)
     try:
-        auth.authenticate(request.headers, topic.keys, request.path)
+        auth.authenticate(request.headers, topic.keys, request.path, query=request.args)
     except auth.AuthError as exc:
-        raise ApiError(401, exc.code, exc.message) from None
+        raise ApiError(exc.status, exc.code, exc.message) from None
     seqs = eng.accept(topic, [event])
     routed = len(eng.store.deliveries_for(seqs))
     return jsonify({"status": "accepted", "id": event.id, "topic": topic.name, "subscriptions": routed}), 202

@@ -19,7 +19,7 @@ ENV: dict[str, tuple[str, str, str]] = {
     "BROKER_PUBLIC_URL": ("public_url", "", "Base URL subscribers use to reach the broker (validationUrl); default http://localhost:PORT."),
     "BROKER_DEFAULT_TOPIC": ("default_topic", "default", "Topic behind /api/events and the prototype's /publish and /subscribe."),
     "BROKER_AUTO_CREATE_TOPICS": ("auto_create_topics", "true", "Create an anonymous topic on first publish to /topics/{name}/api/events."),
-    "BROKER_TIME_SCALE": ("time_scale", "1", "Divides every wait (retry schedule, TTL): 0.001 runs Azure's schedule in seconds."),
+    "BROKER_TIME_SCALE": ("time_scale", "1", "Compresses every wait (retry schedule, TTL): each is multiplied by it, so 0.001 runs Azure's schedule in seconds."),
     "BROKER_DELIVERY_TIMEOUT": ("delivery_timeout", "30", "Seconds a delivery waits for the subscriber's response."),
     "BROKER_DELIVERY_WORKERS": ("delivery_workers", "32", "Concurrent deliveries across all subscriptions."),
     "BROKER_SUBSCRIPTION_CONCURRENCY": ("subscription_concurrency", "4", "Concurrent deliveries to one subscription, so a slow one cannot take every worker."),

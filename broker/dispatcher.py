@@ -88,7 +88,7 @@ class Dispatcher:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                wait = self._dispatch_due()
+                wait = self.dispatch_due()
                 self._prune_if_due()
             except Exception:  # the loop must survive anything: log and retry shortly
                 log.exception("dispatcher loop error")
@@ -96,8 +96,12 @@ class Dispatcher:
             if wait > 0:
                 self._wake.wait(wait)
 
-    def _dispatch_due(self) -> float:
-        """Send what is due; return how long the loop may sleep before something else falls due."""
+    def dispatch_due(self, submit=None) -> float:
+        """Send what is due; return how long the loop may sleep before something else falls due.
+
+        `submit(fn, *args)` runs a request; the worker pool by default (tests pass a synchronous one).
+        """
+        submit = submit or self._pool.submit
         now = self.clock.now()
         wait = IDLE_POLL_SECONDS
         cap = self.config.subscription_concurrency
@@ -113,7 +117,7 @@ class Dispatcher:
             for chunk in self._chunks(sub, claimed):
                 with self._lock:
                     self._inflight[sub.key] = self._inflight.get(sub.key, 0) + 1
-                self._pool.submit(self._deliver, sub, chunk)
+                submit(self._deliver, sub, chunk)
             if len(claimed) < want:
                 due = self.store.next_due(sub.topic, sub.name)
                 if due is not None:

@@ -117,6 +117,10 @@ class Engine:
         """
         topic = self.registry.topic(topic_name) or self.topic_for_publish(topic_name)
         sub = parse(topic.name, name, body)
+        if topic.input_schema != "Auto" and not schemas.delivery_supported(topic.input_schema, sub.schema_for(topic.input_schema)):
+            raise ApiError(400, "InvalidDeliverySchema", f"Events of topic '{topic.name}' arrive as {topic.input_schema} and "
+                           f"cannot be delivered as {sub.delivery_schema}, as in Azure.", [{"code": "InvalidDeliverySchema",
+                           "message": "Unsupported input/delivery schema pair.", "target": "properties.eventDeliverySchema"}])
         existing = self.registry.subscription(topic.name, name)
         if existing is not None:
             sub.name = existing.name

@@ -23,7 +23,8 @@ TTL_MINUTES_RANGE = (1, 1440)
 
 
 class Clock:
-    """Real wall-clock time, with waits divided by the time scale (BROKER_TIME_SCALE).
+    """Real wall-clock time, with waits compressed by the time scale (BROKER_TIME_SCALE): every wait
+    is multiplied by it, so 0.001 turns Azure's 10 s first retry into 10 ms.
 
     Timestamps stay real (what the dashboard and the dead-letter records show); only durations the
     broker waits for -- retry delays, time-to-live, the response timeout is NOT scaled -- shrink.
@@ -36,7 +37,7 @@ class Clock:
         return time.time()
 
     def scaled(self, seconds: float) -> float:
-        return seconds / self.time_scale
+        return seconds * self.time_scale
 
 
 @dataclass(frozen=True, slots=True)

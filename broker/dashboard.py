@@ -1,0 +1,344 @@
+"""The live dashboard: one HTML page at `/`, JSON read endpoints and a server-sent event stream.
+
+    GET /                                  the page (assets under /dashboard/static/, nothing from a CDN)
+    GET /dashboard/api/topics              topics, their subscriptions and delivery counts
+    GET /dashboard/api/events?limit=&before=   recent events (newest first) with deliveries and attempts
+    GET /dashboard/api/events/<seq>        one event in full: per delivery the headers and body sent
+    GET /dashboard/api/deadletters?limit=  dead-lettered deliveries across all subscriptions
+    GET /dashboard/stream                  text/event-stream of the engine's activity feed
+
+The page publishes and redelivers through the broker's own publish and management APIs, so what
+it shows is exactly what any other client would get.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import orjson
+from flask import Blueprint, Response, current_app, render_template, request
+
+from . import schemas
+from .errors import ApiError, bad_request, not_found
+from .events import CLOUDEVENT_SCHEMA, Event
+
+bp = Blueprint(
+    "dashboard", __name__, static_folder="static", static_url_path="/dashboard/static", template_folder="templates"
+)
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+# The page's own stylesheet and script only: any injected markup could not run or phone home.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+@dataclass
+class StreamSettings:
+    """Per-app stream tuning (in app.extensions, so tests can shorten the waits).
+
+    Every stream holds one waitress worker thread for as long as it is open, so the number of open
+    streams is capped below the thread count and each stream ends after `max_seconds` (the browser's
+    EventSource reconnects by itself): a forgotten tab can never starve the publish API.
+    """
+
+    heartbeat_seconds: float = 15.0
+    poll_seconds: float = 1.0  # longest a stream thread waits before re-checking disconnect/shutdown
+    max_seconds: float = 300.0
+    retry_ms: int = 3000
+    max_streams: int = 4
+    slots: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = threading.BoundedSemaphore(self.max_streams)
+
+
+def settings(app=None) -> StreamSettings:
+    app = app or current_app
+    found = app.extensions.get("dashboard")
+    if found is None:
+        threads = app.extensions["broker"].config.threads
+        # dict.setdefault is atomic: two first requests racing still share one object.
+        found = app.extensions.setdefault("dashboard", StreamSettings(max_streams=max(1, threads // 2)))
+    return found
+
+
+def engine():
+    return current_app.extensions["broker"]
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def page():
+    eng = engine()
+    resp = Response(render_template("dashboard.html", default_topic=eng.config.default_topic), mimetype="text/html")
+    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.after_request
+def _no_sniff(resp: Response) -> Response:
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
+
+
+# -- JSON views -----------------------------------------------------------------------------------
+
+
+@bp.get("/dashboard/api/topics")
+def topics():
+    eng = engine()
+    counts = eng.store.delivery_counts()
+    events_per_topic = {r["topic"].lower(): r["n"] for r in eng.store.read("SELECT topic, COUNT(*) AS n FROM events GROUP BY topic")}
+    out = []
+    for t in eng.registry.topics():
+        subs = sorted(t.subscriptions.values(), key=lambda s: s.name.lower())
+        out.append({
+            "name": t.name,
+            "inputSchema": t.input_schema,
+            "anonymous": not t.keys,
+            "endpoint": f"{eng.config.base_url}/topics/{t.name}/api/events",
+            "events": events_per_topic.get(t.name.lower(), 0),
+            "subscriptions": [_subscription(s, counts.get(s.key, {})) for s in subs],
+        })
+    return _json({"topics": out, "defaultTopic": eng.config.default_topic})
+
+
+def _subscription(sub, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "name": sub.name,
+        "endpoint": sub.endpoint,
+        "filter": sub.spec.get("filter") or {},
+        "deliverySchema": sub.delivery_schema or "same as input",
+        "state": sub.state,
+        "stateDetail": sub.state_detail,
+        "maxDeliveryAttempts": sub.retry.max_delivery_attempts,
+        "eventTimeToLiveInMinutes": sub.retry.event_ttl_minutes,
+        "maxEventsPerBatch": sub.max_events_per_batch,
+        "deadLetter": sub.dead_letter,
+        "counts": {
+            "delivered": counts.get("delivered", 0),
+            "pending": counts.get("pending", 0) + counts.get("inflight", 0),
+            "dropped": counts.get("dropped", 0),
+            "deadlettered": counts.get("deadlettered", 0),
+        },
+    }
+
+
+@bp.get("/dashboard/api/events")
+def events():
+    eng = engine()
+    limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    before = _int_arg("before", None, 1, 2**62)
+    rows = eng.store.recent_events(limit, before)
+    deliveries = eng.store.deliveries_for([r["seq"] for r in rows])
+    attempts = _by_delivery(eng.store.attempts_for([d["id"] for d in deliveries]))
+    per_event: dict[int, list] = {}
+    for d in deliveries:
+        per_event.setdefault(d["event_seq"], []).append(_delivery(d, attempts.get(d["id"], []), with_headers=False))
+    out = [_event_summary(r, per_event.get(r["seq"], [])) for r in rows]
+    # `before` for the next (older) page; null when this page reached the oldest stored event.
+    return _json({"events": out, "before": rows[-1]["seq"] if len(rows) == limit else None})
+
+
+@bp.get("/dashboard/api/events/<int:seq>")
+def event_detail(seq: int):
+    eng = engine()
+    row = eng.store.event(seq)
+    if row is None:
+        raise not_found(f"Event {seq} is not in the store (never accepted, or pruned after retention).")
+    event = Event.from_record(orjson.loads(row["body"]))
+    topic_path = eng.config.topic_path(row["topic"])
+    deliveries = eng.store.deliveries_for([seq])
+    attempts = _by_delivery(eng.store.attempts_for([d["id"] for d in deliveries]))
+    out = _event_summary(row, [])
+    out["inputSchema"] = event.input_schema
+    out["event"] = schemas.render(event, event.input_schema, topic_path)
+    for d in deliveries:
+        item = _delivery(d, attempts.get(d["id"], []), with_headers=True)
+        sub = eng.registry.subscription(d["topic"], d["subscription"])
+        item["subscriptionDeleted"] = sub is None
+        item.update(_rendered_body(event, sub, topic_path))
+        out["deliveries"].append(item)
+    return _json(out)
+
+
+def _rendered_body(event: Event, sub, topic_path: str) -> dict[str, Any]:
+    """The body this subscription is sent for this event, built as the dispatcher builds it: one
+    CloudEvent alone is a JSON object, anything else a JSON array. A batched request also carried
+    the other events of its batch (see each attempt's batchSize)."""
+    if sub is None:  # deleted since: show the event in its input schema
+        schema, single = event.input_schema, False
+    else:
+        schema = sub.schema_for(event.input_schema)
+        single = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
+    try:
+        rendered = schemas.render(event, schema, topic_path)
+    except ValueError as exc:
+        return {"deliverySchema": schema, "body": None, "bodyError": str(exc)}
+    return {"deliverySchema": schema, "body": rendered if single else [rendered]}
+
+
+@bp.get("/dashboard/api/deadletters")
+def dead_letters():
+    eng = engine()
+    limit = _int_arg("limit", 100, 1, MAX_LIMIT)
+    rows = eng.store.read(
+        "SELECT d.id, d.topic, d.subscription, d.event_seq, d.attempts, d.last_status, d.last_outcome, "
+        "d.dead_letter_reason, d.last_attempt_at, d.done_at, e.event_id, e.event_type, e.subject "
+        "FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.status = 'deadlettered' "
+        "ORDER BY d.id DESC LIMIT ?",
+        (limit,),
+    )
+    total = eng.store.read("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'deadlettered'")[0]["n"]
+    return _json({
+        "total": total,
+        "deadLetters": [
+            {
+                "deliveryId": r["id"], "topic": r["topic"], "subscription": r["subscription"], "seq": r["event_seq"],
+                "eventId": r["event_id"], "type": r["event_type"], "subject": r["subject"],
+                "reason": r["dead_letter_reason"], "lastStatus": r["last_status"], "lastOutcome": r["last_outcome"],
+                "attempts": r["attempts"], "lastAttemptAt": r["last_attempt_at"], "at": r["done_at"],
+            }
+            for r in rows
+        ],
+    })
+
+
+def _event_summary(row: dict, deliveries: list[dict]) -> dict[str, Any]:
+    try:
+        time_ = orjson.loads(row["body"]).get("time")
+    except (orjson.JSONDecodeError, AttributeError):
+        time_ = None
+    return {
+        "seq": row["seq"], "topic": row["topic"], "id": row["event_id"], "type": row["event_type"],
+        "subject": row["subject"], "time": time_, "receivedAt": row["received_at"], "deliveries": deliveries,
+    }
+
+
+def _delivery(d: dict, attempts: list[dict], with_headers: bool) -> dict[str, Any]:
+    # A redelivered dead letter restarts at attempt 1 and overwrites that attempt's row; older rows
+    # beyond the current count belong to the previous round and would read as a wrong timeline.
+    current = [a for a in attempts if a["attempt"] <= d["attempts"]]
+    return {
+        "id": d["id"], "subscription": d["subscription"], "status": d["status"], "attemptCount": d["attempts"],
+        "nextAttemptAt": d["next_attempt_at"] if d["status"] in ("pending", "inflight") else None,
+        "expiresAt": d["expires_at"], "lastStatus": d["last_status"], "lastOutcome": d["last_outcome"],
+        "lastLatencyMs": d["last_latency_ms"], "deadLetterReason": d["dead_letter_reason"], "doneAt": d["done_at"],
+        "attempts": [_attempt(a, with_headers) for a in current],
+    }
+
+
+def _attempt(a: dict, with_headers: bool) -> dict[str, Any]:
+    out = {
+        "attempt": a["attempt"], "at": a["at"], "statusCode": a["status_code"], "latencyMs": a["latency_ms"],
+        "outcome": a["outcome"], "error": a["error"], "batchSize": a["batch_size"],
+    }
+    if with_headers:
+        out["headers"] = a["headers"] or {}
+    return out
+
+
+def _by_delivery(attempts: list[dict]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for a in attempts:
+        out.setdefault(a["delivery_id"], []).append(a)
+    return out
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer.", "InvalidQuery", name) from None
+    if not low <= value <= high:
+        raise bad_request(f"{name} must be from {low} to {high}.", "InvalidQuery", name)
+    return value
+
+
+def _json(payload: Any) -> Response:
+    resp = Response(orjson.dumps(payload), mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+# -- the live stream --------------------------------------------------------------------------------
+
+
+@bp.get("/dashboard/stream")
+def stream():
+    """The activity feed as server-sent events (`event: event` / `event: attempt`, JSON data)."""
+    eng = engine()
+    conf = settings()
+    if not conf.slots.acquire(blocking=False):
+        err = ApiError(503, "TooManyStreams", f"At most {conf.max_streams} dashboard streams can be open at once; close another tab.")
+        resp = Response(orjson.dumps(err.to_body()), status=503, mimetype="application/json")
+        resp.headers["Retry-After"] = "10"
+        return resp
+    feed = eng.feed.listen()
+    released = threading.Event()
+
+    def release() -> None:
+        # Runs from the generator's finally and from the response's close(), whichever comes first:
+        # a generator that never started has no finally to run, but close() is always called.
+        if not released.is_set():
+            released.set()
+            eng.feed.unlisten(feed)
+            conf.slots.release()
+
+    disconnected = request.environ.get("waitress.client_disconnected", lambda: False)
+    resp = Response(_frames(eng, conf, feed, disconnected, release), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not buffer the stream
+    resp.call_on_close(release)
+    return resp
+
+
+def _frames(eng, conf: StreamSettings, feed: queue.Queue, disconnected, release) -> Iterator[bytes]:
+    """Every wait is bounded by `poll_seconds`, so the thread notices a stopped engine or a closed
+    connection within that; a closed client also makes the next write raise, which ends this
+    generator and runs `release` (waitress closes the app iterator)."""
+    started = time.monotonic()
+    was_running = eng.started
+    last_write = started
+    try:
+        yield f"retry: {conf.retry_ms}\n: connected\n\n".encode()
+        while True:
+            now = time.monotonic()
+            if now - started >= conf.max_seconds or disconnected() or (was_running and not eng.started):
+                return
+            try:
+                items = [feed.get(timeout=conf.poll_seconds)]
+            except queue.Empty:
+                if time.monotonic() - last_write >= conf.heartbeat_seconds:
+                    last_write = time.monotonic()
+                    yield b": heartbeat\n\n"
+                continue
+            while len(items) < 200:  # a burst goes out as one write
+                try:
+                    items.append(feed.get_nowait())
+                except queue.Empty:
+                    break
+            last_write = time.monotonic()
+            yield b"".join(_frame(item) for item in items)
+    finally:
+        release()
+
+
+def _frame(item: dict[str, Any]) -> bytes:
+    kind = item.get("kind", "message")
+    payload = {k: v for k, v in item.items() if k != "kind"}
+    # orjson never emits a raw newline, so one `data:` line always carries the whole object.
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from broker.config import ENV, Config
+
+
+def test_documented_defaults_match_the_dataclass_defaults():
+    assert Config.from_env({}) == Config()
+
+
+def test_environment_overrides_and_types():
+    config = Config.from_env({"BROKER_PORT": "6000", "BROKER_TIME_SCALE": "0.001", "BROKER_AUTO_CREATE_TOPICS": "false",
+                              "BROKER_DATA_DIR": "/tmp/x", "BROKER_HTTPS_PORT": "5443"})
+    assert (config.port, config.time_scale, config.auto_create_topics, config.data_dir, config.https_port) == (
+        6000, 0.001, False, Path("/tmp/x"), 5443)
+
+
+@pytest.mark.parametrize("env", [{"BROKER_PORT": "abc"}, {"BROKER_TIME_SCALE": "0"}, {"BROKER_SYNC": "sometimes"},
+                                 {"BROKER_AUTO_CREATE_TOPICS": "maybe"}])
+def test_invalid_values_are_refused_with_the_variable_named(env):
+    with pytest.raises(ValueError):
+        Config.from_env(env)
+
+
+def test_every_field_has_an_environment_variable():
+    assert {name for name, _d, _doc in ENV.values()} == set(Config.__dataclass_fields__)
+
+
+def test_topic_path_is_an_arm_resource_path():
+    assert Config.from_env({}).topic_path("orders") == (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/eventgrid-emulator"
+        "/providers/Microsoft.EventGrid/topics/orders")

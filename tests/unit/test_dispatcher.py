@@ -1,0 +1,226 @@
+"""The delivery path driven by hand: a fake webhook client, a manual clock, no threads."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+
+from broker.webhook import Response
+
+
+class FakeClient:
+    """Answers each request from a script of status codes (None = connection refused)."""
+
+    def __init__(self, statuses=(200,)):
+        self.statuses = list(statuses)
+        self.requests = []
+
+    def post(self, url, body, headers, timeout):
+        self.requests.append({"url": url, "body": orjson.loads(body), "headers": headers})
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status is None:
+            return Response(None, 1.0, error="connection refused")
+        return Response(status, 2.5, b"")
+
+    def request(self, method, url, body, headers, timeout):
+        return self.post(url, body or b"null", headers, timeout)
+
+    def close(self):
+        pass
+
+
+def inline(fn, *args):
+    fn(*args)
+
+
+@pytest.fixture
+def fake(engine):
+    engine.dispatcher.client = FakeClient()
+    return engine.dispatcher.client
+
+
+def subscribe(client, name="orders-sub", endpoint="http://sub.test/events?code=abc", **props):
+    dest = {"endpointUrl": endpoint, "skipValidation": True, **props.pop("dest", {})}
+    body = {"properties": {"destination": {"endpointType": "WebHook", "properties": dest}, **props}}
+    resp = client.put(f"/topics/default/eventSubscriptions/{name}", json=body)
+    assert resp.status_code in (200, 201), resp.json
+    return resp
+
+
+def publish(client, n=1, event_type="NewOrder", start=0):
+    events = [
+        {"id": f"e{i}", "subject": f"orders/{i}", "eventType": event_type, "eventTime": "2026-01-01T00:00:00Z",
+         "data": {"orderId": i}, "dataVersion": "1.0"}
+        for i in range(start, start + n)
+    ]
+    resp = client.post("/api/events", json=events)
+    assert resp.status_code == 200, resp.json
+
+
+def statuses(engine):
+    return engine.store.status_totals()
+
+
+def test_delivery_is_one_event_array_with_event_grid_headers(engine, client, fake):
+    subscribe(client)
+    publish(client)
+    engine.dispatcher.dispatch_due(inline)
+    (req,) = fake.requests
+    assert req["url"] == "http://sub.test/events?code=abc"  # query string kept exactly
+    assert isinstance(req["body"], list) and len(req["body"]) == 1
+    event = req["body"][0]
+    assert event["id"] == "e0" and event["eventType"] == "NewOrder"
+    assert event["topic"] == engine.config.topic_path("default")
+    h = req["headers"]
+    assert (h["aeg-event-type"], h["aeg-subscription-name"], h["aeg-delivery-count"], h["aeg-metadata-version"], h["aeg-data-version"]) == (
+        "Notification", "ORDERS-SUB", "0", "1", "1.0")
+    assert statuses(engine) == {"delivered": 1}
+
+
+def test_failed_attempt_is_rescheduled_on_azures_first_retry_delay(engine, client, fake, clock):
+    fake.statuses = [500, 200]
+    subscribe(client)
+    publish(client)
+    engine.dispatcher.dispatch_due(inline)
+    (row,) = engine.store.read("SELECT status, attempts, next_attempt_at, last_status, last_outcome FROM deliveries")
+    assert row["status"] == "pending" and row["attempts"] == 1 and row["last_status"] == 500
+    assert 9 <= row["next_attempt_at"] - clock.now() <= 11
+    engine.dispatcher.dispatch_due(inline)
+    assert len(fake.requests) == 1  # not due yet
+    clock.advance(11)
+    engine.dispatcher.dispatch_due(inline)
+    assert [r["headers"]["aeg-delivery-count"] for r in fake.requests] == ["0", "1"]
+    assert statuses(engine) == {"delivered": 1}
+
+
+@pytest.mark.parametrize("status, reason", [(400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (413, "RequestEntityTooLarge")])
+def test_non_retryable_status_dead_letters_after_one_attempt(engine, client, fake, status, reason):
+    fake.statuses = [status]
+    subscribe(client, deadLetterDestination={"endpointType": "StorageBlob", "properties": {"blobContainerName": "dl"}})
+    publish(client)
+    engine.dispatcher.dispatch_due(inline)
+    (row,) = engine.store.read("SELECT status, attempts, dead_letter_reason FROM deliveries")
+    assert (row["status"], row["attempts"], row["dead_letter_reason"]) == ("deadlettered", 1, reason)
+    blobs = list((engine.config.data_dir / "deadletter" / "default" / "ORDERS-SUB").rglob("*.json"))
+    assert len(blobs) == 1
+    (record,) = json.loads(blobs[0].read_text())
+    assert record["deadLetterReason"] == reason and record["lastHttpStatusCode"] == status and record["id"] == "e0"
+
+
+def test_without_dead_letter_destination_a_rejected_event_is_dropped(engine, client, fake):
+    fake.statuses = [400]
+    subscribe(client)
+    publish(client)
+    engine.dispatcher.dispatch_due(inline)
+    assert statuses(engine) == {"dropped": 1}
+    assert not (engine.config.data_dir / "deadletter").exists()
+
+
+def test_attempts_run_out_into_max_delivery_attempts_exceeded(engine, client, fake, clock):
+    fake.statuses = [503]
+    subscribe(client, retryPolicy={"maxDeliveryAttempts": 3, "eventTimeToLiveInMinutes": 1440},
+              deadLetterDestination={"endpointType": "StorageBlob", "properties": {}})
+    publish(client)
+    for _ in range(5):
+        engine.dispatcher.dispatch_due(inline)
+        clock.advance(120)
+    assert len(fake.requests) == 3
+    (row,) = engine.store.read("SELECT status, attempts, dead_letter_reason, last_outcome FROM deliveries")
+    assert (row["status"], row["attempts"], row["dead_letter_reason"], row["last_outcome"]) == (
+        "deadlettered", 3, "MaxDeliveryAttemptsExceeded", "Busy")
+
+
+def test_time_to_live_ends_delivery_with_time_to_live_exceeded(engine, client, fake, clock):
+    fake.statuses = [None]  # subscriber down
+    subscribe(client, retryPolicy={"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1},
+              deadLetterDestination={"endpointType": "StorageBlob", "properties": {}})
+    publish(client)
+    for _ in range(6):
+        engine.dispatcher.dispatch_due(inline)
+        clock.advance(30)
+    (row,) = engine.store.read("SELECT status, dead_letter_reason, attempts FROM deliveries")
+    assert row["status"] == "deadlettered" and row["dead_letter_reason"] == "TimeToLiveExceeded"
+    assert 1 <= row["attempts"] <= 3  # 0 s, ~10 s, ~40 s; the TTL (60 s) comes before the 1 min retry
+
+
+def test_output_batching_respects_max_events_per_batch(engine, client, fake):
+    subscribe(client, dest={"maxEventsPerBatch": 4})
+    publish(client, n=10)
+    engine.dispatcher.dispatch_due(inline)
+    engine.dispatcher.dispatch_due(inline)
+    sizes = [len(r["body"]) for r in fake.requests]
+    assert sum(sizes) == 10 and max(sizes) == 4
+    assert statuses(engine) == {"delivered": 10}
+
+
+def test_preferred_batch_size_splits_large_events(engine, client, fake):
+    subscribe(client, dest={"maxEventsPerBatch": 100, "preferredBatchSizeInKilobytes": 1})
+    events = [{"id": f"big{i}", "subject": "s", "eventType": "NewOrder", "eventTime": "2026-01-01T00:00:00Z",
+               "data": {"pad": "x" * 700}, "dataVersion": "1"} for i in range(3)]
+    assert client.post("/api/events", json=events).status_code == 200
+    engine.dispatcher.dispatch_due(inline)
+    assert [len(r["body"]) for r in fake.requests] == [1, 1, 1]
+
+
+def test_static_and_dynamic_delivery_attributes_become_headers(engine, client, fake):
+    subscribe(client, dest={"deliveryAttributeMappings": [
+        {"name": "X-Tenant", "type": "Static", "properties": {"value": "shop-1"}},
+        {"name": "X-Order", "type": "Dynamic", "properties": {"sourceField": "data.orderId"}},
+    ]})
+    publish(client, start=42)
+    engine.dispatcher.dispatch_due(inline)
+    h = fake.requests[0]["headers"]
+    assert h["X-Tenant"] == "shop-1" and h["X-Order"] == "42"
+
+
+def test_filters_decide_fan_out_at_publish_time(engine, client, fake):
+    subscribe(client, name="only-orders", filter={"includedEventTypes": ["NewOrder"]})
+    subscribe(client, name="big-orders", filter={"advancedFilters": [{"operatorType": "NumberGreaterThan", "key": "data.orderId", "value": 5}]})
+    publish(client, n=1, start=3)
+    publish(client, n=1, event_type="Other", start=9)
+    rows = engine.store.read("SELECT e.event_id, d.subscription FROM deliveries d JOIN events e ON e.seq = d.event_seq ORDER BY 1, 2")
+    assert [(r["event_id"], r["subscription"]) for r in rows] == [("e3", "only-orders"), ("e9", "big-orders")]
+
+
+def test_cloudevents_subscription_gets_structured_single_event(engine, client, fake):
+    subscribe(client, eventDeliverySchema="CloudEventSchemaV1_0")
+    publish(client)
+    engine.dispatcher.dispatch_due(inline)
+    req = fake.requests[0]
+    assert req["headers"]["Content-Type"].startswith("application/cloudevents+json")
+    assert req["body"]["specversion"] == "1.0" and req["body"]["type"] == "NewOrder" and req["body"]["id"] == "e0"
+
+
+def test_one_subscriptions_concurrency_cap_does_not_block_another(engine, client, fake):
+    subscribe(client, name="slow-one")
+    subscribe(client, name="fast-one", endpoint="http://fast.test/events")
+    publish(client, n=10)
+    # Pretend slow-one already has every slot busy.
+    engine.dispatcher._inflight[("default", "slow-one")] = engine.config.subscription_concurrency
+    for _ in range(3):  # each round sends at most `subscription_concurrency` requests per subscription
+        engine.dispatcher.dispatch_due(inline)
+    assert {r["url"] for r in fake.requests} == {"http://fast.test/events"}
+    assert len(fake.requests) == 10
+
+
+def test_recover_returns_in_flight_deliveries_to_pending(engine, client, fake, clock):
+    subscribe(client)
+    publish(client, n=3)
+    claimed = engine.store.claim("default", "orders-sub", clock.now(), 10)
+    assert len(claimed) == 3 and statuses(engine) == {"inflight": 3}
+    assert engine.store.recover() == 3
+    assert statuses(engine) == {"pending": 3}
+
+
+def test_prune_removes_only_delivered_events_past_retention(engine, client, fake, clock):
+    fake.statuses = [200]
+    subscribe(client)
+    publish(client, n=2)
+    engine.dispatcher.dispatch_due(inline)
+    fake.statuses = [None]
+    publish(client, n=1, start=5)  # stays pending
+    engine.dispatcher.dispatch_due(inline)
+    assert engine.store.prune(clock.now() + 1) == 2
+    assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events")] == ["e5"]
