@@ -46,13 +46,18 @@ class Validator:
         return f"{self.config.base_url}/validate?{query}"
 
     def handshake(self, sub: Subscription) -> tuple[str, str | None]:
-        """Run the handshake once; return the subscription's new (state, detail)."""
+        """Run the handshake once; return the subscription's new (state, detail).
+
+        CloudEvents deliveries (the subscription's delivery schema, or its topic's input schema when
+        it has none) get the CloudEvents OPTIONS handshake; Event Grid deliveries the validation event.
+        """
         if sub.skip_validation:
             return STATE_SUCCEEDED, None
         if not sub.validation_code:
             sub.validation_code = secrets.token_hex(16).upper()
         timeout = self.config.validation_timeout
-        if sub.schema_for("EventGridSchema") == CLOUDEVENT_SCHEMA and sub.delivery_schema == CLOUDEVENT_SCHEMA:
+        topic = self.registry.topic(sub.topic)
+        if sub.schema_for(topic.input_schema if topic else "EventGridSchema") == CLOUDEVENT_SCHEMA:
             resp = self.client.request("OPTIONS", sub.endpoint, None, {"WebHook-Request-Origin": REQUEST_ORIGIN, "WebHook-Request-Rate": "120"}, timeout)
             if resp.status is None:
                 return STATE_AWAITING, f"Webhook validation handshake failed for {sub.endpoint}: {resp.error}"

@@ -1,0 +1,1 @@
+"""Runnable demonstrations of the emulator's behaviour (`make demo-retry`)."""
