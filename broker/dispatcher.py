@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from . import schemas
+from . import codec, schemas
 from .deadletters import BlobWriter, record
 from .events import CLOUDEVENT_SCHEMA, Event
 from .retry import classify
@@ -174,7 +174,7 @@ class Dispatcher:
             return
 
         topic_path = self.config.topic_path(sub.topic)
-        events = [Event.from_record(orjson.loads(c.body)) for c in live]
+        events = [Event.from_record(codec.loads(c.body)) for c in live]
         schema = sub.schema_for(events[0].input_schema)
         rendered = [schemas.render(e, sub.schema_for(e.input_schema), topic_path) for e in events]
         single_ce = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
@@ -221,8 +221,9 @@ class Dispatcher:
             "aeg-subscription-name": sub.name.upper(),
             "aeg-delivery-count": str(attempts),
             "aeg-metadata-version": "1",
-            "aeg-data-version": event.data_version or "",
         }
+        if schema != CLOUDEVENT_SCHEMA:  # Event Grid stamps an empty dataVersion when none was sent
+            headers["aeg-data-version"] = event.data_version or ""
         for attr in sub.attributes:
             value = attr.static if attr.static is not None else _lookup(envelope, attr.source_field)
             if value is not None:
@@ -260,7 +261,7 @@ class Dispatcher:
 
 
 def dead_letter_record(row: dict, sub: Subscription, topic_path: str) -> dict:
-    event = Event.from_record(orjson.loads(row["body"]))
+    event = Event.from_record(codec.loads(row["body"]))
     return record(schemas.render(event, sub.schema_for(event.input_schema), topic_path), row)
 
 

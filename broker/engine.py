@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from . import schemas
+from . import codec, schemas
 from .activity import ActivityFeed
 from .config import Config
 from .errors import ApiError
@@ -90,7 +90,7 @@ class Engine:
                     if not sub.filter.matches(envelope):
                         continue
                 route.append((sub.name, now + self.clock.scaled(sub.retry.ttl_seconds)))
-            rows.append((event.id, event.type, event.subject, orjson.dumps(event.to_record())))
+            rows.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
             routes.append(route)
         seqs = self.store.append(topic.name, rows, routes, now)
         self.dispatcher.wake()
@@ -121,6 +121,8 @@ class Engine:
             raise ApiError(400, "InvalidDeliverySchema", f"Events of topic '{topic.name}' arrive as {topic.input_schema} and "
                            f"cannot be delivered as {sub.delivery_schema}, as in Azure.", [{"code": "InvalidDeliverySchema",
                            "message": "Unsupported input/delivery schema pair.", "target": "properties.eventDeliverySchema"}])
+        if sub.delivery_schema is None and topic.input_schema != "Auto":
+            sub.spec["eventDeliverySchema"] = topic.input_schema  # report the schema actually delivered
         existing = self.registry.subscription(topic.name, name)
         if existing is not None:
             sub.name = existing.name

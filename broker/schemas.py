@@ -54,6 +54,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from broker import codec
 from broker.events import CLOUDEVENT_SCHEMA, EVENTGRID_SCHEMA, Event
 
 AUTO_SCHEMA = "Auto"
@@ -116,15 +117,15 @@ def _fail(status: int, message: str, detail_code: str, target: str | None = None
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON (UTF-8) for delivery bodies."""
-    return orjson.dumps(obj)
+    return codec.dumps(obj)
 
 
 def _load(body: bytes, target: str = "body") -> Any:
     if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is harmless; orjson refuses it
         body = body[3:]
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return codec.loads(body)
+    except codec.JSONDecodeError as exc:
         raise _fail(400, f"The request body is not valid UTF-8 JSON: {exc}.", INVALID_JSON, target) from None
 
 
@@ -188,7 +189,7 @@ def _describe(index: int, raw: Any) -> str:
 
 
 def _check_event_size(raw: Any, index: int) -> None:
-    size = len(orjson.dumps(raw))
+    size = len(codec.dumps(raw))
     if size > MAX_EVENT_BYTES:
         raise _fail(
             413,
