@@ -14,11 +14,11 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     """Build the broker app. With `start` the dispatcher and validator threads run; tests of the
     HTTP surface alone can pass `start=False` and call `app.extensions["broker"].start()` later;
     `clock` replaces the wall clock (tests move time by hand)."""
-    from . import api, errors, health, management
+    from . import api, dashboard, errors, health, management
     from .engine import Engine
 
     config = config or Config.from_env()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the dashboard blueprint serves /dashboard/static
     app.config["MAX_CONTENT_LENGTH"] = None  # the publish API answers 413 itself, in Azure's shape
     engine = Engine(config, clock)
     app.extensions["broker"] = engine
@@ -26,6 +26,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     app.register_blueprint(api.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(dashboard.bp)
     if start:
         engine.start()
     return app

@@ -27,7 +27,8 @@ def main() -> int:
     app = create_app(config)
     engine = app.extensions["broker"]
     server = create_server(app, host=config.host, port=config.port, threads=config.threads,
-                           ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120)
+                           ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120,
+                           channel_request_lookahead=1)  # a closed dashboard tab frees its thread at once
 
     tls = None
     if config.https_port:

@@ -13,16 +13,18 @@ it shows is exactly what any other client would get.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app, render_template, request
 
-from . import schemas
+from . import codec, schemas
 from .errors import ApiError, bad_request, not_found
 from .events import CLOUDEVENT_SCHEMA, Event
 
@@ -156,13 +158,14 @@ def event_detail(seq: int):
     row = eng.store.event(seq)
     if row is None:
         raise not_found(f"Event {seq} is not in the store (never accepted, or pruned after retention).")
-    event = Event.from_record(orjson.loads(row["body"]))
+    event = Event.from_record(codec.loads(row["body"]))
     topic_path = eng.config.topic_path(row["topic"])
     deliveries = eng.store.deliveries_for([seq])
     attempts = _by_delivery(eng.store.attempts_for([d["id"] for d in deliveries]))
     out = _event_summary(row, [])
     out["inputSchema"] = event.input_schema
     out["event"] = schemas.render(event, event.input_schema, topic_path)
+    out["eventJson"] = _pretty(out["event"])
     for d in deliveries:
         item = _delivery(d, attempts.get(d["id"], []), with_headers=True)
         sub = eng.registry.subscription(d["topic"], d["subscription"])
@@ -185,7 +188,14 @@ def _rendered_body(event: Event, sub, topic_path: str) -> dict[str, Any]:
         rendered = schemas.render(event, schema, topic_path)
     except ValueError as exc:
         return {"deliverySchema": schema, "body": None, "bodyError": str(exc)}
-    return {"deliverySchema": schema, "body": rendered if single else [rendered]}
+    body = rendered if single else [rendered]
+    return {"deliverySchema": schema, "body": body, "bodyJson": _pretty(body)}
+
+
+def _pretty(value: Any) -> str:
+    """Indented JSON text for the page to show verbatim: a browser's JSON.parse would round any
+    integer beyond 2**53, and the point of the view is to show exactly what was sent."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 @bp.get("/dashboard/api/deadletters")
@@ -216,8 +226,8 @@ def dead_letters():
 
 def _event_summary(row: dict, deliveries: list[dict]) -> dict[str, Any]:
     try:
-        time_ = orjson.loads(row["body"]).get("time")
-    except (orjson.JSONDecodeError, AttributeError):
+        time_ = codec.loads(row["body"]).get("time")
+    except (codec.JSONDecodeError, AttributeError):
         time_ = None
     return {
         "seq": row["seq"], "topic": row["topic"], "id": row["event_id"], "type": row["event_type"],
@@ -226,15 +236,14 @@ def _event_summary(row: dict, deliveries: list[dict]) -> dict[str, Any]:
 
 
 def _delivery(d: dict, attempts: list[dict], with_headers: bool) -> dict[str, Any]:
-    # A redelivered dead letter restarts at attempt 1 and overwrites that attempt's row; older rows
-    # beyond the current count belong to the previous round and would read as a wrong timeline.
-    current = [a for a in attempts if a["attempt"] <= d["attempts"]]
+    # Attempts come in order; a redelivered dead letter starts again at attempt 1, and the whole
+    # history (earlier rounds included) is the timeline the developer wants to see.
     return {
         "id": d["id"], "subscription": d["subscription"], "status": d["status"], "attemptCount": d["attempts"],
         "nextAttemptAt": d["next_attempt_at"] if d["status"] in ("pending", "inflight") else None,
         "expiresAt": d["expires_at"], "lastStatus": d["last_status"], "lastOutcome": d["last_outcome"],
         "lastLatencyMs": d["last_latency_ms"], "deadLetterReason": d["dead_letter_reason"], "doneAt": d["done_at"],
-        "attempts": [_attempt(a, with_headers) for a in current],
+        "attempts": [_attempt(a, with_headers) for a in attempts],
     }
 
 
@@ -269,7 +278,7 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
 
 
 def _json(payload: Any) -> Response:
-    resp = Response(orjson.dumps(payload), mimetype="application/json")
+    resp = Response(codec.dumps(payload), mimetype="application/json")  # event data may hold huge integers
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -103,7 +103,7 @@ class Engine:
             for seq, event, route in zip(seqs, events, routes):
                 self.feed.publish("event", {
                     "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
-                    "receivedAt": now, "subscriptions": [name for name, _ in route],
+                    "time": event.time, "receivedAt": now, "subscriptions": [name for name, _ in route],
                 })
         return seqs
 

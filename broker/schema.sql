@@ -55,7 +55,9 @@ CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, next_attempt
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 
 -- One row per delivery attempt: the dashboard's timeline and the request the subscriber was sent.
+-- A redelivered dead letter starts again at attempt 1, so (delivery_id, attempt) is not unique.
 CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY,
     delivery_id INTEGER NOT NULL,
     attempt     INTEGER NOT NULL,
     at          REAL NOT NULL,
@@ -64,6 +66,6 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome     TEXT NOT NULL,
     error       TEXT,
     headers     TEXT,                           -- JSON object of the request headers sent
-    batch_size  INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (delivery_id, attempt)
-) WITHOUT ROWID;
+    batch_size  INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);

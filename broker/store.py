@@ -265,7 +265,7 @@ class Store:
                     ),
                 )
                 db.execute(
-                    "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
+                    "INSERT INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         o.delivery_id,
@@ -339,7 +339,7 @@ class Store:
         return [
             dict(r, headers=orjson.loads(r["headers"]) if r["headers"] else None)
             for r in self._db().execute(
-                f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY delivery_id, attempt", list(delivery_ids)
+                f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY delivery_id, id", list(delivery_ids)
             )
         ]
 

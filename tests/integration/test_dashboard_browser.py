@@ -1,0 +1,276 @@
+"""The dashboard in headless Chromium (Debian's /usr/bin/chromium; Playwright never downloads a
+browser): live updates without reloads, retries and dead letters, redelivery from the page,
+keyboard use, the filter box and escaping of event data.
+
+`UPDATE_SCREENSHOTS=1` also writes docs/dashboard.png (the README's picture) from the realistic
+state the screenshot test builds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dashboard_support import eg_event, running_broker, running_webhook, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+DEAD_LETTER = {"endpointType": "StorageBlob", "properties": {"resourceId": "local", "blobContainerName": "deadletter"}}
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+expect.set_options(timeout=10_000)  # a loaded 2-core CI machine, not a slow page
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        reason = f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A laptop-sized page; any script error or console error (a CSP violation included) fails the test."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    problems: list[str] = []
+    tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    tab.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
+    yield tab
+    context.close()
+    # The stream is cut when the broker stops; that and nothing else may log an error.
+    assert not [p for p in problems if "dashboard/stream" not in p], problems
+
+
+@pytest.fixture
+def hook():
+    with running_webhook() as subscriber:
+        yield subscriber
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with running_broker(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def slow_broker(tmp_path):
+    """Retries after 1.5 s instead of 10 s: slow enough to watch the retry happen on the page."""
+    with running_broker(tmp_path / "broker", time_scale=0.15) as b:
+        yield b
+
+
+def open_dashboard(page, broker) -> None:
+    page.goto(f"{broker.url}/")
+    expect(page.locator("#connection")).to_have_text("Live")
+    # A marker on the window proves later that nothing reloaded the page.
+    page.evaluate("window.__sameDocument = true")
+
+
+def publish_from_form(page, topic: str, event_type: str, subject: str, data: str = '{"orderId": 1}') -> None:
+    form = page.locator("#publish-form")
+    form.get_by_label("Topic").fill(topic)
+    form.get_by_label("Event type").fill(event_type)
+    form.get_by_label("Subject", exact=True).fill(subject)
+    form.get_by_label("Data (JSON)").fill(data)
+    form.get_by_role("button", name="Publish").click()
+    expect(page.locator("#publish-result")).to_have_text(re.compile(r"^Published "))
+
+
+def row_for(page, subject: str):
+    return page.locator("#event-rows tr", has=page.locator("td.event-subject", has_text=re.compile(f"^{re.escape(subject)}$")))
+
+
+def still_same_document(page) -> bool:
+    return page.evaluate("window.__sameDocument === true")
+
+
+def test_event_published_from_the_form_appears_and_turns_delivered_without_reload(broker, hook, page):
+    assert broker.put_subscription("orders", "order-processor", hook.endpoint).status_code == 201
+    open_dashboard(page, broker)
+    expect(page.locator(".sub[data-subscription='order-processor'] .badge")).to_have_text("Validated")
+
+    publish_from_form(page, "orders", "Contoso.Orders.OrderPlaced", "orders/42", '{"orderId": 42}')
+
+    row = row_for(page, "orders/42")
+    expect(row).to_have_count(1)
+    expect(row.locator(".event-type")).to_have_text("Contoso.Orders.OrderPlaced")
+    delivery = row.locator("li.delivery[data-subscription='order-processor']")
+    expect(delivery.locator(".badge")).to_have_text("Delivered")
+    expect(delivery.locator(".timeline li")).to_have_text(re.compile(r"^#1 200 · [\d.]+ ms$"))
+    sent = wait_for(hook.deliveries, what="the webhook to receive it")[0]["body"][0]
+    assert sent["subject"] == "orders/42" and sent["data"] == {"orderId": 42}
+    assert sent["id"] and sent["eventTime"]  # generated by the form
+    expect(page.locator(".sub[data-subscription='order-processor'] .count.ok b")).to_have_text("1")
+    assert still_same_document(page)
+
+
+def test_failing_subscriber_shows_retry_and_dead_letter_then_redelivery_from_the_page(slow_broker, hook, page):
+    broker = slow_broker
+    retry = {"maxDeliveryAttempts": 2, "eventTimeToLiveInMinutes": 1440}
+    assert broker.put_subscription("orders", "email-service", hook.endpoint, retryPolicy=retry,
+                                   deadLetterDestination=DEAD_LETTER).status_code == 201
+    hook.status = 500
+    open_dashboard(page, broker)
+
+    publish_from_form(page, "orders", "Contoso.Orders.OrderPlaced", "orders/500")
+    delivery = row_for(page, "orders/500").locator("li.delivery[data-subscription='email-service']")
+    expect(delivery.locator(".badge")).to_have_text("Retrying")
+    expect(delivery.locator(".next-retry")).to_contain_text("next retry")
+    expect(delivery.locator(".badge")).to_have_text("Dead-lettered")
+    expect(delivery.locator(".timeline li")).to_have_text([re.compile(r"^#1 500 "), re.compile(r"^#2 500 ")])
+    expect(delivery.locator(".next-retry")).to_have_count(0)
+
+    dead = page.locator("#dead-letters tbody tr", has_text="orders/500")
+    expect(dead).to_have_count(1)
+    expect(dead).to_contain_text("MaxDeliveryAttemptsExceeded")
+    expect(dead).to_contain_text("500")
+    expect(page.locator("#dead-count")).to_have_text("1")
+
+    hook.status = 200
+    dead.get_by_role("button", name=re.compile(r"^Redeliver event ")).click()
+    expect(delivery.locator(".badge")).to_have_text("Delivered")
+    expect(delivery.locator(".timeline li")).to_have_text([re.compile(r"^#1 200 ")])
+    expect(page.locator("#dead-letters")).to_contain_text("No dead letters")
+    expect(page.locator("#dead-count")).to_have_text("0")
+    assert [d["answered"] for d in hook.deliveries()] == [500, 500, 200]
+    assert still_same_document(page)
+
+
+def test_rejected_events_are_dead_lettered_at_once_and_redelivered_all_together(broker, hook, page):
+    assert broker.put_subscription("orders", "strict", hook.endpoint, deadLetterDestination=DEAD_LETTER).status_code == 201
+    hook.status = 400
+    open_dashboard(page, broker)
+    broker.publish("orders", eg_event("bad-1", subject="orders/bad-1"), eg_event("bad-2", subject="orders/bad-2"))
+
+    group = page.locator(".dead-group", has_text="orders / strict")
+    expect(group.locator("tbody tr")).to_have_count(2)
+    expect(group.locator("tbody tr").first).to_contain_text("BadRequest")
+    for subject in ("orders/bad-1", "orders/bad-2"):
+        expect(row_for(page, subject).locator(".badge")).to_have_text("Dead-lettered")
+        expect(row_for(page, subject).locator(".timeline li")).to_have_count(1)  # 400 is not retried
+
+    hook.status = 200
+    group.get_by_role("button", name="Redeliver all (2)").click()
+    for subject in ("orders/bad-1", "orders/bad-2"):
+        expect(row_for(page, subject).locator(".badge")).to_have_text("Delivered")
+    expect(page.locator("#dead-letters")).to_contain_text("No dead letters")
+
+
+def test_keyboard_reaches_rows_and_enter_opens_the_detail_with_body_and_headers_sent(broker, hook, page):
+    assert broker.put_subscription("orders", "order-processor", hook.endpoint).status_code == 201
+    assert broker.put_subscription("orders", "audit", hook.endpoint, eventDeliverySchema="CloudEventSchemaV1_0").status_code == 201
+    broker.publish("orders", eg_event("kb-1", subject="orders/7", data={"orderId": 7}))
+    open_dashboard(page, broker)
+    row = row_for(page, "orders/7")
+    expect(row.locator(".badge")).to_have_text(["Delivered", "Delivered"])
+
+    page.locator("#filter-status").focus()
+    page.keyboard.press("Tab")
+    expect(row).to_be_focused()
+    assert row.evaluate("el => getComputedStyle(el).outlineStyle") == "solid", "a focused row must show its focus"
+    page.keyboard.press("Enter")
+
+    panel = page.locator("#detail")
+    expect(panel).to_be_visible()
+    expect(page.locator("#detail-heading")).to_be_focused()
+    expect(page.locator("#detail-heading")).to_have_text("Contoso.Orders.OrderPlaced")
+    grid = panel.locator(".delivery-card[data-subscription='order-processor']")
+    expect(grid.locator(".headers")).to_contain_text("aeg-subscription-name")
+    expect(grid.locator(".headers")).to_contain_text("ORDER-PROCESSOR")
+    expect(grid.locator("pre.json")).to_contain_text('"subject": "orders/7"')
+    cloud = panel.locator(".delivery-card[data-subscription='audit']")
+    expect(cloud.locator(".headers")).to_contain_text("application/cloudevents+json")
+    expect(cloud.locator("pre.json")).to_contain_text('"specversion": "1.0"')
+    body = cloud.locator("pre.json").text_content()
+    assert body.lstrip().startswith("{"), "a single CloudEvent is sent as an object, not an array"
+
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(row).to_be_focused()
+
+
+def test_filter_box_narrows_the_stream_by_type_subject_and_status(broker, hook, page):
+    assert broker.put_subscription("orders", "picky", hook.endpoint, deadLetterDestination=DEAD_LETTER).status_code == 201
+    open_dashboard(page, broker)
+    broker.publish("orders", eg_event("f-1", event_type="Contoso.Orders.OrderPlaced", subject="orders/1"))
+    broker.publish("orders", eg_event("f-2", event_type="Contoso.Orders.OrderShipped", subject="shipments/2"))
+    expect(page.locator("#event-rows .badge")).to_have_text(["Delivered", "Delivered"])
+    hook.status = 400
+    broker.publish("orders", eg_event("f-3", event_type="Contoso.Orders.OrderPlaced", subject="orders/3"))
+    expect(row_for(page, "orders/3").locator(".badge")).to_have_text("Dead-lettered")
+    visible = page.locator("#event-rows tr:visible td.event-subject")
+
+    page.get_by_label("Type", exact=True).fill("shipped")
+    expect(visible).to_have_text(["shipments/2"])
+    page.get_by_label("Type", exact=True).fill("")
+    page.locator("#filter-form").get_by_label("Subject").fill("orders/")
+    expect(visible).to_have_text(["orders/3", "orders/1"])
+    page.get_by_label("Status").select_option("deadlettered")
+    expect(visible).to_have_text(["orders/3"])
+    expect(page.locator("#events-count")).to_have_text("Showing 1 of 3 loaded events")
+
+
+def test_event_data_is_shown_as_text_never_as_markup(broker, hook, page):
+    assert broker.put_subscription("orders", "sink", hook.endpoint).status_code == 201
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    open_dashboard(page, broker)
+    broker.publish("orders", eg_event("x-1", event_type="<b>Bold</b>", subject=hostile, data={"html": hostile}))
+    row = row_for(page, hostile)
+    expect(row.locator(".event-type")).to_have_text("<b>Bold</b>")
+    row.click()
+    expect(page.locator("#detail pre.json").first).to_contain_text(hostile.replace('"', '\\"'))
+    assert page.locator("#event-rows img, #event-rows b, #detail img, #detail-body b").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_screenshot_of_a_realistic_state(broker, page, tmp_path):
+    """A few orders flowing to two subscribers, one of which dead-lettered one event."""
+    with running_webhook() as orders_hook, running_webhook() as email_hook:
+        assert broker.put_subscription("orders", "order-processor", orders_hook.endpoint,
+                                       filter={"includedEventTypes": ["Contoso.Orders.OrderPlaced", "Contoso.Orders.OrderCancelled"]}).status_code == 201
+        assert broker.put_subscription("orders", "email-service", email_hook.endpoint,
+                                       filter={"includedEventTypes": ["Contoso.Orders.OrderPlaced"]},
+                                       retryPolicy={"maxDeliveryAttempts": 5, "eventTimeToLiveInMinutes": 60},
+                                       deadLetterDestination=DEAD_LETTER).status_code == 201
+        open_dashboard(page, broker)
+        broker.publish("orders", eg_event("3f2a9c1e-0001", subject="orders/1001", data={"orderId": 1001, "total": 42.5}))
+        broker.publish("orders", eg_event("3f2a9c1e-0002", subject="orders/1002", data={"orderId": 1002, "total": 18.0}))
+        wait_for(lambda: len(email_hook.deliveries()) == 2, what="the first two orders to reach email-service")
+        email_hook.status = 400
+        broker.publish("orders", eg_event("3f2a9c1e-0003", subject="orders/1003", data={"orderId": 1003, "total": 7.25}))
+        expect(page.locator("#dead-count")).to_have_text("1")
+        email_hook.status = 200
+        broker.publish("orders", eg_event("3f2a9c1e-0004", event_type="Contoso.Orders.OrderCancelled", subject="orders/1002",
+                                          data={"orderId": 1002, "reason": "customer request"}))
+        broker.publish("orders", eg_event("3f2a9c1e-0005", subject="orders/1004", data={"orderId": 1004, "total": 99.9}))
+        expect(page.locator("#event-rows tr")).to_have_count(5)
+        expect(page.locator("#event-rows .badge", has_text=re.compile("Pending|Sending|Retrying"))).to_have_count(0)
+        expect(page.locator("#total-dead")).to_have_text("1")
+        expect(page.locator(".sub[data-subscription='email-service'] .count.ok b")).to_have_text("3")
+        page.mouse.move(0, 0)
+        # The new-row highlight has faded (wait_for_function would need 'unsafe-eval', which the CSP forbids).
+        wait_for(lambda: page.evaluate("document.getAnimations().length === 0"), what="animations to finish")
+
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 20_000
+        if os.environ.get("UPDATE_SCREENSHOTS"):
+            shutil.copyfile(shot, SCREENSHOT)
