@@ -16,6 +16,7 @@ from . import auth, schemas
 from .errors import ApiError, bad_request
 from .events import EVENTGRID_SCHEMA, Event
 from .subscriptions import validate_endpoint
+from .topics import Topic
 
 log = logging.getLogger("broker.api")
 
@@ -41,8 +42,11 @@ def publish(topic: str):
     topic_obj = eng.registry.topic(topic)
     try:
         if topic_obj is None:
-            # Authenticate against nothing before auto-creating: an anonymous topic is the local default.
-            topic_obj = eng.topic_for_publish(topic)
+            # An unknown topic is created only once the request has proved valid: a refused publish
+            # must not leave a topic behind. Until then it is what it would be: anonymous, Auto.
+            if not eng.config.auto_create_topics:
+                raise ApiError(404, "NotFound", f"Topic '{topic}' does not exist.")
+            topic_obj = Topic(topic)
         auth.authenticate(request.headers, topic_obj.keys, request.path, query=request.args)
         _note_api_version(eng)
         length = request.content_length
@@ -59,8 +63,20 @@ def publish(topic: str):
     except ApiError as exc:
         eng.metrics.rejected.labels(topic, exc.code).inc()
         raise
+    if eng.registry.topic(topic) is None:
+        topic_obj = eng.topic_for_publish(topic)
     eng.accept(topic_obj, events)
     return Response(status=200)  # Azure answers an accepted publish with 200 and an empty body
+
+
+def limited_body(limit: int) -> bytes:
+    """The request body, or 413 in Azure's shape when it is larger than `limit` bytes."""
+    length = request.content_length
+    if length is None or length <= limit:
+        body = request.stream.read(limit + 1) if length is None else request.get_data(cache=False)
+        if len(body) <= limit:
+            return body
+    raise ApiError(413, "RequestEntityTooLarge", f"The request body is larger than the limit of {limit} bytes.")
 
 
 def _note_api_version(eng) -> None:
@@ -131,8 +147,9 @@ def legacy_subscribe():
 
 
 def _json_object() -> dict:
+    payload = limited_body(schemas.MAX_REQUEST_BYTES)
     try:
-        payload = orjson.loads(request.get_data(cache=False) or b"")
+        payload = orjson.loads(payload or b"")
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}", "InvalidJson") from None
     if not isinstance(payload, dict):

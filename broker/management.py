@@ -8,6 +8,7 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .api import limited_body
 from .auth import generate_key
 from .dispatcher import dead_letter_record
 from .errors import ApiError, bad_request, not_found
@@ -15,6 +16,7 @@ from .errors import ApiError, bad_request, not_found
 bp = Blueprint("management", __name__)
 
 MAX_PAGE = 1000
+MAX_BODY_BYTES = 4 * 1024 * 1024  # Azure Resource Manager's request limit
 
 
 def engine():
@@ -22,7 +24,7 @@ def engine():
 
 
 def _body() -> dict:
-    raw = request.get_data(cache=False)
+    raw = limited_body(MAX_BODY_BYTES)
     if not raw.strip():
         return {}
     try:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 import urllib3
-from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
+from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError as Urllib3Timeout
 
 
 @dataclass(slots=True)
@@ -39,6 +39,8 @@ class WebhookClient:
             )
             latency = (time.perf_counter() - started) * 1000
             return Response(resp.status, latency, resp.data[:65536], dict(resp.headers))
+        except NewConnectionError as exc:  # urllib3 2.x makes it a ConnectTimeoutError subclass: not a timeout
+            return Response(None, (time.perf_counter() - started) * 1000, error=f"connection failed: {exc}")
         except Urllib3Timeout as exc:
             return Response(None, (time.perf_counter() - started) * 1000, error=f"timed out: {exc}", timed_out=True)
         except HTTPError as exc:
