@@ -38,18 +38,21 @@ def main() -> int:
         log.info("https listening", extra={"port": config.https_port, "cert": str(cert)})
 
     def shutdown(signum, _frame):
+        # waitress's run() catches SystemExit and lets its worker threads finish their requests.
         log.info("shutting down", extra={"signal": signum})
-        if tls:
-            tls.stop()
-        server.close()
-        engine.stop()
-        sys.exit(0)
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     log.info("broker listening", extra={"host": config.host, "port": config.port, "data_dir": str(config.data_dir),
                                          "default_topic": config.default_topic})
-    server.run()
+    try:
+        server.run()
+    finally:
+        if tls:
+            tls.stop()
+        server.close()
+        engine.stop()
     return 0
 
 
