@@ -6,9 +6,9 @@ The README's configuration table mirrors `ENV` below; keep the two in step.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping
 
 # Environment variable -> (Config field, default, one-line description).
 ENV: dict[str, tuple[str, str, str]] = {

@@ -235,13 +235,13 @@ class Dispatcher:
             self.store.complete(outcomes)
         else:
             self.store.expire(outcomes)
-        dead = [(o, c) for o, c in zip(outcomes, claimed) if o.status == "deadlettered"]
+        dead = [o for o in outcomes if o.status == "deadlettered"]
         if dead:
             self._write_blobs(sub, dead)
-        for o, c in zip(outcomes, claimed):
+        for o in outcomes:
             self.metrics.deliveries.labels(sub.topic, sub.name, o.status if o.status != "pending" else "retry").inc()
         if self.feed.has_listeners:
-            for o, c in zip(outcomes, claimed):
+            for o, c in zip(outcomes, claimed, strict=True):
                 self.feed.publish("attempt", {
                     "topic": sub.topic, "subscription": sub.name, "delivery": o.delivery_id, "seq": c.event_seq,
                     "attempt": o.attempt, "status": o.status, "outcome": o.outcome, "statusCode": o.status_code,
@@ -249,11 +249,11 @@ class Dispatcher:
                     "deadLetterReason": o.dead_letter_reason,
                 })
 
-    def _write_blobs(self, sub: Subscription, dead: list[tuple[Outcome, Claimed]]) -> None:
+    def _write_blobs(self, sub: Subscription, dead: list[Outcome]) -> None:
         """One blob per dead-lettered event, built from the stored delivery (the single source of
         the Azure fields: attempts, last outcome, times)."""
         topic_path = self.config.topic_path(sub.topic)
-        for o, _c in dead:
+        for o in dead:
             row = self.store.dead_letter(sub.topic, sub.name, o.delivery_id)
             if row is None:  # redelivered or purged in the meantime
                 continue

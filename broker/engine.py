@@ -14,6 +14,7 @@ import orjson
 from . import codec, schemas
 from .activity import ActivityFeed
 from .config import Config
+from .dispatcher import Dispatcher
 from .errors import ApiError
 from .events import Event
 from .metrics import Metrics
@@ -23,7 +24,6 @@ from .subscriptions import STATE_AWAITING, STATE_FAILED, STATE_SUCCEEDED, Subscr
 from .topics import Registry, Topic
 from .validation import Validator
 from .webhook import WebhookClient
-from .dispatcher import Dispatcher
 
 log = logging.getLogger("broker.engine")
 
@@ -100,7 +100,7 @@ class Engine:
             extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": sum(map(len, routes))},
         )
         if self.feed.has_listeners:
-            for seq, event, route in zip(seqs, events, routes):
+            for seq, event, route in zip(seqs, events, routes, strict=True):
                 self.feed.publish("event", {
                     "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
                     "time": event.time, "receivedAt": now, "subscriptions": [name for name, _ in route],
@@ -121,8 +121,6 @@ class Engine:
             raise ApiError(400, "InvalidDeliverySchema", f"Events of topic '{topic.name}' arrive as {topic.input_schema} and "
                            f"cannot be delivered as {sub.delivery_schema}, as in Azure.", [{"code": "InvalidDeliverySchema",
                            "message": "Unsupported input/delivery schema pair.", "target": "properties.eventDeliverySchema"}])
-        if sub.delivery_schema is None and topic.input_schema != "Auto":
-            sub.spec["eventDeliverySchema"] = topic.input_schema  # report the schema actually delivered
         existing = self.registry.subscription(topic.name, name)
         if existing is not None:
             sub.name = existing.name

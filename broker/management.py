@@ -95,21 +95,19 @@ def list_subscriptions(topic: str):
     eng = engine()
     t = eng.registry.require(topic)
     path = eng.config.topic_path(t.name)
-    return jsonify({"value": [s.to_resource(path) for s in sorted(t.subscriptions.values(), key=lambda s: s.name.lower())]})
+    return jsonify({"value": [s.to_resource(path, t.input_schema) for s in sorted(t.subscriptions.values(), key=lambda s: s.name.lower())]})
 
 
 @bp.get("/topics/<topic>/eventSubscriptions/<name>")
 def get_subscription(topic: str, name: str):
-    eng = engine()
     sub = _require_sub(topic, name)
-    return jsonify(sub.to_resource(eng.config.topic_path(sub.topic)))
+    return jsonify(_resource(sub))
 
 
 @bp.put("/topics/<topic>/eventSubscriptions/<name>")
 def put_subscription(topic: str, name: str):
-    eng = engine()
-    sub, created = eng.put_subscription(topic, name, _body())
-    return jsonify(sub.to_resource(eng.config.topic_path(sub.topic))), (201 if created else 200)
+    sub, created = engine().put_subscription(topic, name, _body())
+    return jsonify(_resource(sub)), (201 if created else 200)
 
 
 @bp.delete("/topics/<topic>/eventSubscriptions/<name>")
@@ -182,6 +180,11 @@ def purge_dead_letters(topic: str, name: str):
 
 def _dead_letter(row: dict, sub, topic_path: str) -> dict:
     return {"deliveryId": row["id"], **dead_letter_record(row, sub, topic_path)}
+
+
+def _resource(sub) -> dict:
+    eng = engine()
+    return sub.to_resource(eng.config.topic_path(sub.topic), eng.registry.require(sub.topic).input_schema)
 
 
 def _require_sub(topic: str, name: str):

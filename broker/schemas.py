@@ -52,8 +52,6 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
-
 from broker import codec
 from broker.events import CLOUDEVENT_SCHEMA, EVENTGRID_SCHEMA, Event
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -198,7 +199,7 @@ class Store:
         """
         seqs = []
         with self._write() as db:
-            for (event_id, event_type, subject, body), route in zip(events, routes):
+            for (event_id, event_type, subject, body), route in zip(events, routes, strict=True):
                 seq = db.execute(
                     "INSERT INTO events (topic, event_id, event_type, subject, body, received_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (topic, event_id, event_type, subject, body, now),

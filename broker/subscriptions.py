@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ApiError, bad_request
-from .events import CLOUDEVENT_SCHEMA, SCHEMAS
+from .events import CLOUDEVENT_SCHEMA, EVENTGRID_SCHEMA, SCHEMAS
 from .filters import EventFilter, FilterError, compile_filter
 from .retry import MAX_ATTEMPTS_RANGE, TTL_MINUTES_RANGE, RetryPolicy
 
@@ -79,9 +79,11 @@ class Subscription:
     def schema_for(self, input_schema: str) -> str:
         return self.delivery_schema or input_schema
 
-    def to_resource(self, topic_path: str) -> dict[str, Any]:
-        """The ARM resource Azure returns for GET/PUT, with the emulator's state."""
+    def to_resource(self, topic_path: str, input_schema: str) -> dict[str, Any]:
+        """The ARM resource Azure returns for GET/PUT, with the emulator's state and the delivery
+        schema actually used (the topic's input schema when none was given; Event Grid for Auto)."""
         props = dict(self.spec)
+        props.setdefault("eventDeliverySchema", input_schema if input_schema in SCHEMAS else EVENTGRID_SCHEMA)
         props["topic"] = topic_path
         props["provisioningState"] = self.state
         if self.state_detail:
@@ -139,9 +141,10 @@ def parse(topic: str, name: str, body: Any) -> Subscription:
     spec = {
         "destination": {"endpointType": "WebHook", "properties": dest},
         "filter": props.get("filter") or {},
-        "eventDeliverySchema": schema or "EventGridSchema",
         "retryPolicy": {"maxDeliveryAttempts": retry.max_delivery_attempts, "eventTimeToLiveInMinutes": retry.event_ttl_minutes},
     }
+    if schema is not None:  # absent means "as the topic's input schema", also after a restart
+        spec["eventDeliverySchema"] = schema
     if dead_letter:
         spec["deadLetterDestination"] = props["deadLetterDestination"]
     if "labels" in props:

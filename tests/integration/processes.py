@@ -35,26 +35,11 @@ from typing import Any
 
 import requests
 
+from tests.waiting import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 HTTP_TIMEOUT = 10.0  # one test request; the broker answers in milliseconds unless something is wrong
-
-
-# -- waiting --------------------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `condition` until it returns something truthy (returned) or `timeout` seconds pass
-    (AssertionError naming `what`). The one polling loop of the tier, bounded in time."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()  # never set: its wait() is the bounded pause between two polls
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
-        pause.wait(interval)
 
 
 def free_port() -> int:
@@ -355,12 +340,12 @@ class Webhook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
+            def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 hook._answer(self, "POST", body)
 
-            def do_OPTIONS(self):  # noqa: N802
+            def do_OPTIONS(self):
                 self.send_response(200)
                 origin = self.headers.get("WebHook-Request-Origin")
                 if origin:
@@ -443,7 +428,7 @@ class SmtpSink:
             self._controller.stop()
             self._controller = None
 
-    async def handle_DATA(self, _server, _session, envelope) -> str:  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, _server, _session, envelope) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)
         with self._cond:
             self.messages.append(message)

@@ -14,7 +14,13 @@ import pytest
 import requests
 
 from tests.integration.processes import (
-    Broker, Reply, always, event, hang, subscription, wait_until,
+    Broker,
+    Reply,
+    always,
+    event,
+    hang,
+    subscription,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,7 @@ def test_a_failing_subscriber_is_retried_on_azures_schedule_until_it_succeeds(br
     assert [r.status for r in got] == [500, 500, 500, 200]
     assert [r.delivery_count for r in got] == [0, 1, 2, 3]
     assert all(r.event_ids == [event_id] for r in got)
-    for n, (before, after) in enumerate(zip(got, got[1:]), start=1):
+    for n, (before, after) in enumerate(zip(got, got[1:], strict=False), start=1):
         wait = SCHEDULE_SECONDS[n - 1] * SCALE
         gap = after.at - before.at
         assert wait * (1 - JITTER) <= gap <= wait * (1 + JITTER) + SLACK_SECONDS, (

@@ -52,7 +52,7 @@ def assert_processed_once(stack, order_id: str, event_id: str) -> None:
     wait_until(lambda: mails_for(stack, order_id), 15, f"the confirmation mail of order {order_id}")
     # Only once both deliveries are settled can "exactly one" be checked: a redelivery would come before.
     for name in ("order-processor", "email-service"):
-        rows = wait_until(lambda: [r for r in stack.api.query(
+        rows = wait_until(lambda name=name: [r for r in stack.api.query(
             "SELECT d.status, d.attempts FROM deliveries d JOIN events e ON e.seq = d.event_seq "
             "WHERE e.event_id=? AND d.subscription=? AND d.status='delivered'", (event_id, name))],
             15, f"{name}'s delivery of {event_id} to be recorded as delivered")
