@@ -23,7 +23,7 @@ export BROKER_HOST_PORT ORDER_PROCESSOR_HOST_PORT EMAIL_SERVICE_HOST_PORT MAILHO
 TESTS := $(wildcard tests/unit tests/integration tests/e2e)
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down logs publish run stop status test test-unit test-integration test-e2e lint clean
+.PHONY: help install up down logs publish run stop status test test-unit test-integration test-e2e demo-retry bench lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,10 @@ $(VENV)/.installed: requirements/broker.txt requirements/subscriber.txt requirem
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	@touch $@
+
+# Any target that needs the venv's python builds the venv first on a fresh clone.
+$(PY):
+	@$(MAKE) --no-print-directory install
 
 install: $(VENV)/.installed ## Create .venv and install every pinned dependency (fast when done)
 	@echo "$(VENV) is ready: $(PY)"
@@ -147,6 +151,9 @@ test-integration: $(PY) ## Integration tests: real processes on loopback, epheme
 
 test-e2e: $(PY) ## End-to-end tests against the compose stack (needs a Docker engine)
 	$(PY) -m pytest tests/e2e
+
+demo-retry: $(PY) ## Watch Azure's retry schedule and dead-lettering, compressed into seconds (local processes)
+	$(PY) -m demo.retry
 
 lint: $(PY) ## Lint with ruff (when installed in the venv)
 	@if $(PY) -m ruff --version >/dev/null 2>&1; then $(PY) -m ruff check .; \
