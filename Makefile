@@ -38,10 +38,6 @@ $(VENV)/.installed: requirements/broker.txt requirements/subscriber.txt requirem
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	@touch $@
 
-# Any target that needs the venv's python builds the venv first on a fresh clone.
-$(PY):
-	@$(MAKE) --no-print-directory install
-
 install: $(VENV)/.installed ## Create .venv and install every pinned dependency (fast when done)
 	@echo "$(VENV) is ready: $(PY)"
 
