@@ -148,6 +148,9 @@ test-integration: $(PY) ## Integration tests: real processes on loopback, epheme
 test-e2e: $(PY) ## End-to-end tests against the compose stack (needs a Docker engine)
 	$(PY) -m pytest tests/e2e
 
+bench: $(PY) ## Benchmark broker vs prototype baseline vs raw-HTTP ceiling on loopback (~7 min); SCENARIOS=..., BENCH_ARGS=--quick
+	$(PY) -m bench $(SCENARIOS) $(BENCH_ARGS)
+
 demo-retry: $(PY) ## Watch Azure's retry schedule and dead-lettering, compressed into seconds (local processes)
 	$(PY) -m demo.retry
 

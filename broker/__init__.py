@@ -16,6 +16,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     `clock` replaces the wall clock (tests move time by hand)."""
     from . import api, dashboard, errors, health, management
     from .engine import Engine
+    from .ingress import PublishMiddleware
 
     config = config or Config.from_env()
     app = Flask(__name__, static_folder=None)  # the dashboard blueprint serves /dashboard/static
@@ -27,6 +28,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     app.register_blueprint(management.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(dashboard.bp)
+    app.wsgi_app = PublishMiddleware(app.wsgi_app, engine)  # the publish hot path, without Flask
     if start:
         engine.start()
     return app

@@ -1,5 +1,5 @@
-"""The publish API: Event Grid's `/api/events` endpoints and the original prototype's
-`/publish` + `/subscribe`, both mapped onto the same topics, store and delivery path.
+"""The original prototype's `/publish` + `/subscribe`, mapped onto the default topic, the same
+store and the same delivery path as Event Grid's `/api/events` (served by `ingress`).
 """
 
 from __future__ import annotations
@@ -10,63 +10,19 @@ import uuid
 from datetime import datetime, timezone
 
 import orjson
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from . import auth, schemas
 from .errors import ApiError, bad_request
 from .events import EVENTGRID_SCHEMA, Event
 from .subscriptions import validate_endpoint
-from .topics import Topic
 
 log = logging.getLogger("broker.api")
 
 bp = Blueprint("publish", __name__)
 
-# API versions the official SDKs sent when this was written. Any other version is accepted and
-# logged once: an emulator that rejects the SDK's next api-version breaks its users' builds.
-KNOWN_API_VERSIONS = frozenset({"2018-01-01", "2023-06-01-preview", "2023-11-01", "2024-06-01"})
-
-
 def engine():
     return current_app.extensions["broker"]
-
-
-@bp.post("/api/events")
-def publish_default():
-    return publish(engine().config.default_topic)
-
-
-@bp.post("/topics/<topic>/api/events")
-def publish(topic: str):
-    eng = engine()
-    topic_obj = eng.registry.topic(topic)
-    try:
-        if topic_obj is None:
-            # An unknown topic is created only once the request has proved valid: a refused publish
-            # must not leave a topic behind. Until then it is what it would be: anonymous, Auto.
-            if not eng.config.auto_create_topics:
-                raise ApiError(404, "NotFound", f"Topic '{topic}' does not exist.")
-            topic_obj = Topic(topic)
-        auth.authenticate(request.headers, topic_obj.keys, request.path, query=request.args)
-        _note_api_version(eng)
-        length = request.content_length
-        if length is not None and length > schemas.MAX_REQUEST_BYTES:
-            raise schemas.SchemaError(413, "RequestEntityTooLarge", f"The request is {length} bytes; the limit is {schemas.MAX_REQUEST_BYTES} bytes (1 MB).")
-        body = request.get_data(cache=False)
-        events = schemas.parse(body, request.headers, topic_obj.input_schema)
-    except auth.AuthError as exc:
-        eng.metrics.rejected.labels(topic, exc.code).inc()
-        raise ApiError(exc.status, exc.code, exc.message) from None
-    except schemas.SchemaError as exc:
-        eng.metrics.rejected.labels(topic, exc.code).inc()
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
-    except ApiError as exc:
-        eng.metrics.rejected.labels(topic, exc.code).inc()
-        raise
-    if eng.registry.topic(topic) is None:
-        topic_obj = eng.topic_for_publish(topic)
-    eng.accept(topic_obj, events)
-    return Response(status=200)  # Azure answers an accepted publish with 200 and an empty body
 
 
 def limited_body(limit: int) -> bytes:
@@ -77,13 +33,6 @@ def limited_body(limit: int) -> bytes:
         if len(body) <= limit:
             return body
     raise ApiError(413, "RequestEntityTooLarge", f"The request body is larger than the limit of {limit} bytes.")
-
-
-def _note_api_version(eng) -> None:
-    version = request.args.get("api-version")
-    if version and version not in KNOWN_API_VERSIONS and version not in eng.seen_api_versions:
-        eng.seen_api_versions.add(version)
-        log.warning("accepting an api-version this emulator has not seen before", extra={"api_version": version})
 
 
 # -- the original prototype's API ---------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""The scenarios. Each runs once per target -- "broker", "baseline", "ceiling" -- in fresh processes
+(a `Stack`), and returns a flat dict of measurements plus the load generator's raw result.
+
+Every scenario sends every target the same request bytes. What "the same" means where the targets
+differ in kind:
+  * ingress: publish requests; the ceiling answers them without storing anything.
+  * fan-out and backlog drain: the ceiling is the delivery requests themselves, sent by the load
+    generator straight to the subscribers -- the most any broker on this machine could deliver.
+  * end-to-end latency: the ceiling is one HTTP hop, publisher -> subscriber.
+  * memory: all three receive the same events; only the broker keeps them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from .procs import Stack, call, dir_bytes, rss_kib
+from .settings import Settings
+from .stats import summary
+from .targets import (
+    LOAD_SLACK_SECONDS,
+    PUBLISH_PATH,
+    SINK_PATH,
+    TOPIC,
+    expect,
+    load,
+    profiled,
+    sink_ref,
+    sink_stats,
+    start,
+    subscribe,
+    wait_for_sinks,
+)
+
+
+def ingress(batch: int):
+    def run(kind: str, stack: Stack, s: Settings) -> dict:
+        sinks = [stack.sink(f"sink{i}") for i in range(s.ingress_subscribers)]
+        proc = start(kind, stack, s)
+        subscribe(kind, proc, sinks)
+        spec = {"mode": "closed", "targets": [proc.target(PUBLISH_PATH)], "connections": s.connections,
+                "batch": batch, "duration": s.duration, "warmup": s.warmup}
+        res = load(proc, spec, s.warmup + s.duration + LOAD_SLACK_SECONDS, s)
+        lat = res["latency_ms"]
+        return {"events_per_s": res["events_per_s"], "p50_ms": lat["p50"], "p99_ms": lat["p99"], "load": res}
+
+    return run
+
+
+def fanout(out_batch: bool):
+    def run(kind: str, stack: Stack, s: Settings) -> dict:
+        batch = s.out_batch if out_batch else 1
+        sinks = [stack.sink("sink0"), stack.sink("sink1")]
+        spec = {"mode": "closed", "connections": s.connections, "duration": s.duration, "warmup": s.warmup,
+                "sinks": [sink_ref(k) for k in sinks]}
+        if kind == "ceiling":  # the delivery requests themselves, straight to the subscribers
+            proc = sinks[0]
+            spec |= {"targets": [k.target(SINK_PATH) for k in sinks], "batch": batch}
+        else:
+            proc = start(kind, stack, s)
+            subscribe(kind, proc, sinks, batch=batch)
+            spec |= {"targets": [proc.target(PUBLISH_PATH)], "batch": s.publish_batch, "window": s.window, "fanout": len(sinks)}
+        res = load(proc, spec, s.warmup + s.duration + LOAD_SLACK_SECONDS, s)
+        return {"delivered_events_per_s": res["sink_events_per_s"], "load": res}
+
+    return run
+
+
+def e2e_latency(kind: str, stack: Stack, s: Settings) -> dict:
+    sink = stack.sink()
+    if kind == "ceiling":
+        proc, target = sink, sink.target(SINK_PATH)
+    else:
+        proc = start(kind, stack, s)
+        subscribe(kind, proc, [sink])
+        target = proc.target(PUBLISH_PATH)
+    spec = {"mode": "paced", "rate": s.latency_rate, "targets": [target], "connections": 32, "batch": 1,
+            "duration": s.latency_duration, "warmup": s.warmup, "stamp": True}
+    res = load(proc, spec, s.warmup + s.latency_duration + LOAD_SLACK_SECONDS, s)
+    waited = wait_for_sinks([sink], res["answered_events"], 30.0)
+    samples = call(sink.port, "GET", "/latencies")[1]["ms"]
+    lat = summary(samples[int(s.warmup * s.latency_rate):])  # arrival order: drop the warm-up's
+    return {
+        "p50_ms": lat["p50"], "p99_ms": lat["p99"], "max_ms": lat["max"], "samples": lat["n"],
+        "all_delivered": waited is not None, "publish_latency_ms": res["latency_ms"], "load": res,
+    }
+
+
+def drain(kind: str, stack: Stack, s: Settings) -> dict:
+    """A backlog of `drain_events` due deliveries, then the time until the subscriber has them all.
+
+    The backlog is held by the broker's own Azure mechanism rather than a down subscriber: the
+    subscription is created with the validation handshake, the sink answers it without echoing the
+    code (AwaitingManualAction, events queue but are not sent), and a GET on the validationUrl --
+    the subscriber "coming back" -- releases them all at once. So the measure is the dispatcher's
+    drain speed, not the retry schedule a down subscriber would add.
+    """
+    n = s.drain_events
+    sink = stack.sink()
+    if kind == "baseline":
+        return {"skipped": "the prototype keeps no backlog: events for a subscriber that is down are lost"}
+    if kind == "ceiling":
+        spec = {"mode": "closed", "targets": [sink.target(SINK_PATH)], "connections": s.connections, "batch": 1, "count": n}
+        res = load(sink, spec, s.deadline, s)
+        return {"drain_s": res["elapsed_s"], "drain_events_per_s": round(n / res["elapsed_s"], 1), "drained": n, "backlog": n, "load": res}
+
+    proc = start(kind, stack, s)
+    subscribe(kind, proc, [sink], handshake=True)
+    state = call(proc.port, "GET", f"/topics/{TOPIC}/eventSubscriptions/sink-0")[1]["properties"]["provisioningState"]
+    expect(state == "AwaitingManualAction", f"subscription is {state}, expected AwaitingManualAction")
+    fill = load(proc, {"mode": "closed", "targets": [proc.target(PUBLISH_PATH)], "connections": 4,
+                       "batch": s.publish_batch, "count": n}, s.deadline, s)
+    stats = sink_stats(sink)
+    expect(stats["events"] == 0, f"the sink got {stats['events']} events before it was validated")
+    url = urlsplit(stats["validationUrl"])
+    cpu = proc.cpu_seconds()
+    started = time.monotonic()
+    with profiled(proc, s, "drain"):
+        status, body = call(proc.port, "GET", f"{url.path}?{url.query}")
+        expect(status == 200, f"validationUrl answered {status}: {body}")
+        taken = wait_for_sinks([sink], n, s.drain_deadline)
+    elapsed = time.monotonic() - started
+    got = sink_stats(sink)["events"]
+    return {
+        "drain_s": round(taken, 3) if taken is not None else None,  # None: not drained by the deadline
+        "drain_events_per_s": round(got / elapsed, 1), "drained": got, "backlog": n, "complete": taken is not None,
+        "server_cores": round((proc.cpu_seconds() - cpu) / elapsed, 2), "fill": fill,
+    }
+
+
+def memory(kind: str, stack: Stack, s: Settings) -> dict:
+    """`memory_events` events published in batches; then the process's RSS (and the broker's store)."""
+    proc = start(kind, stack, s)
+    idle = rss_kib(proc.pid)["VmRSS"]
+    fill = load(proc, {"mode": "closed", "targets": [proc.target(PUBLISH_PATH if kind != "ceiling" else SINK_PATH)],
+                       "connections": 4, "batch": s.publish_batch, "count": s.memory_events}, s.deadline, s)
+    rss = rss_kib(proc.pid)
+    out = {
+        "rss_mib": round(rss["VmRSS"] / 1024, 1), "peak_rss_mib": round(rss["VmHWM"] / 1024, 1),
+        "idle_rss_mib": round(idle / 1024, 1), "events": fill["answered_events"],
+        "fill_events_per_s": round(fill["answered_events"] / fill["elapsed_s"], 1), "fill": fill,
+    }
+    if proc.data_dir is not None:
+        out["store_mib"] = round(dir_bytes(proc.data_dir) / 2**20, 1)
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a measurement compared across the three targets."""
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    target: float | None = None
+    baseline_factor: float | None = None  # the broker must also beat the baseline this many times
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    run: object
+    rows: tuple[Row, ...]
+
+
+SCENARIOS = (
+    Scenario("ingress-single", "single-event publishes, 8 clients", ingress(1), (
+        Row("events_per_s", "ingress events/s", "ev/s", True, 3000, 15),
+        Row("p50_ms", "publish p50", "ms", False),
+        Row("p99_ms", "publish p99", "ms", False),
+    )),
+    Scenario("ingress-batch", "publishes of 100 events, 8 clients", ingress(100), (
+        Row("events_per_s", "ingress events/s", "ev/s", True, 10000),
+    )),
+    Scenario("fanout", "2 subscribers, one event per delivery", fanout(False), (
+        Row("delivered_events_per_s", "deliveries/s", "/s", True, 5000),
+    )),
+    Scenario("fanout-batched", "2 subscribers, output batches of 100", fanout(True), (
+        Row("delivered_events_per_s", "events delivered/s", "ev/s", True, 20000),
+    )),
+    Scenario("e2e-latency", "publish -> delivery at 1,000 events/s", e2e_latency, (
+        Row("p50_ms", "delivery p50", "ms", False),
+        Row("p99_ms", "delivery p99", "ms", False, 10),
+        Row("max_ms", "delivery max", "ms", False),
+    )),
+    Scenario("drain", "backlog of pending deliveries released at once", drain, (
+        Row("drain_s", "time to drain", "s", False),
+        Row("drain_events_per_s", "drain rate", "ev/s", True),
+        Row("drained", "drained by the deadline", "events", True),
+    )),
+    Scenario("memory", "RSS after the stored events, store on disk", memory, (
+        Row("rss_mib", "RSS", "MiB", False, 200),
+        Row("store_mib", "store on disk", "MiB", False),
+    )),
+)
+
+BY_NAME = MappingProxyType({s.name: s for s in SCENARIOS})
