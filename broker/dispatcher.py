@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +40,22 @@ def outcome_name(status: int | None, timed_out: bool) -> str:
     return OUTCOMES.get(status, "GenericError")
 
 
+CLAIM_AHEAD = 256  # deliveries claimed from the store per subscription at once
+LOW_WATER = 64  # a lane holding fewer asks the loop to claim more
+WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (fairness across lanes)
+
+
+class Lane:
+    """One subscription's claimed-but-unsent deliveries and the workers sending them."""
+
+    __slots__ = ("sub", "buffer", "workers")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.buffer: deque[Claimed] = deque()
+        self.workers = 0
+
+
 class Dispatcher:
     def __init__(self, store: Store, registry, client, clock, config, metrics, feed) -> None:
         self.store = store
@@ -52,7 +69,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._inflight: dict[tuple[str, str], int] = {}
+        self._lanes: dict[tuple[str, str], Lane] = {}
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._next_prune = 0.0
@@ -97,56 +114,102 @@ class Dispatcher:
                 self._wake.wait(wait)
 
     def dispatch_due(self, submit=None) -> float:
-        """Send what is due; return how long the loop may sleep before something else falls due.
+        """Claim what is due into each subscription's lane and staff the lanes with workers; return
+        how long the loop may sleep before something else falls due.
 
-        `submit(fn, *args)` runs a request; the worker pool by default (tests pass a synchronous one).
+        Deliveries are claimed a few hundred at a time (one store transaction), so the per-delivery
+        cost is the HTTP request, not the bookkeeping. `submit(fn, *args)` starts a worker: the pool
+        by default (tests pass a synchronous one).
         """
         submit = submit or self._pool.submit
         now = self.clock.now()
         wait = IDLE_POLL_SECONDS
-        cap = self.config.subscription_concurrency
+        active = {}
         for sub in self.registry.subscriptions():
-            if not sub.active:
-                continue
+            if sub.active:
+                active[sub.key] = sub
+        self._retire_lanes(active)
+        for key, sub in active.items():
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = Lane(sub)
+            lane.sub = sub  # a PUT may have replaced the subscription's settings
             with self._lock:
-                free = cap - self._inflight.get(sub.key, 0)
-            if free <= 0:
-                continue  # a finishing request wakes the loop
-            want = free * sub.max_events_per_batch
-            claimed = self.store.claim(sub.topic, sub.name, now, want)
-            for chunk in self._chunks(sub, claimed):
+                buffered = len(lane.buffer)
+            if buffered < LOW_WATER:
+                want = max(CLAIM_AHEAD, 2 * self.config.subscription_concurrency * sub.max_events_per_batch) - buffered
+                claimed = self.store.claim(sub.topic, sub.name, now, want)
                 with self._lock:
-                    self._inflight[sub.key] = self._inflight.get(sub.key, 0) + 1
-                submit(self._deliver, sub, chunk)
-            if len(claimed) < want:
-                due = self.store.next_due(sub.topic, sub.name)
-                if due is not None:
-                    wait = min(wait, max(0.0, due - now))
+                    lane.buffer.extend(claimed)
+                if len(claimed) < want:
+                    due = self.store.next_due(sub.topic, sub.name)
+                    if due is not None:
+                        wait = min(wait, max(0.0, due - now))
+            self._staff(lane, submit)
         return wait
 
+    def _staff(self, lane: Lane, submit) -> None:
+        with self._lock:
+            requests = -(-len(lane.buffer) // lane.sub.max_events_per_batch)
+            hire = min(self.config.subscription_concurrency, requests) - lane.workers
+            lane.workers += max(hire, 0)
+        for _ in range(hire):
+            submit(self._work, lane)
+
+    def _retire_lanes(self, active: dict) -> None:
+        """Lanes of deleted or no longer validated subscriptions give their claims back."""
+        for key in [k for k in self._lanes if k not in active]:
+            lane = self._lanes[key]
+            with self._lock:
+                if lane.workers:
+                    continue  # its workers finish what they hold first
+                leftover = [c.id for c in lane.buffer]
+                lane.buffer.clear()
+                del self._lanes[key]
+            if leftover:
+                self.store.release(leftover)
+
+    def _work(self, lane: Lane) -> None:
+        """A worker: send the lane's deliveries, a request at a time, then give the thread back."""
+        try:
+            for _ in range(WORKER_ROUNDS):
+                with self._lock:
+                    chunk = self._take(lane)
+                    low = len(lane.buffer) < LOW_WATER
+                if not chunk:
+                    break
+                if low:
+                    self._wake.set()  # claim more while this request is on the wire
+                self._deliver(lane.sub, chunk)
+        finally:
+            with self._lock:
+                lane.workers -= 1
+            self._wake.set()
+
     @staticmethod
-    def _chunks(sub: Subscription, claimed: list[Claimed]) -> list[list[Claimed]]:
-        """Split claimed deliveries into requests of at most maxEventsPerBatch events and, where
-        more than one event fits, about preferredBatchSizeInKilobytes (one event always goes)."""
-        chunks: list[list[Claimed]] = []
-        current: list[Claimed] = []
+    def _take(lane: Lane) -> list[Claimed]:
+        """The next request's deliveries: at most maxEventsPerBatch events and, where more than one
+        event fits, about preferredBatchSizeInKilobytes (one event always goes)."""
+        sub, buffer = lane.sub, lane.buffer
+        chunk: list[Claimed] = []
         size = 0
-        for c in claimed:
-            if current and (len(current) >= sub.max_events_per_batch or size + len(c.body) > sub.preferred_batch_bytes):
-                chunks.append(current)
-                current, size = [], 0
-            current.append(c)
-            size += len(c.body)
-        if current:
-            chunks.append(current)
-        return chunks
+        while buffer and len(chunk) < sub.max_events_per_batch:
+            nxt = buffer[0]
+            if chunk and size + len(nxt.body) > sub.preferred_batch_bytes:
+                break
+            chunk.append(buffer.popleft())
+            size += len(nxt.body)
+        return chunk
 
     def _prune_if_due(self) -> None:
         now = self.clock.now()
         if now < self._next_prune:
             return
         self._next_prune = now + PRUNE_EVERY_SECONDS
-        removed = self.store.prune(now - self.config.retention_hours * 3600)
+        before = now - self.config.retention_hours * 3600
+        removed = 0
+        while (batch := self.store.prune(before)) and not self._stop.is_set():
+            removed += batch  # in batches, so sustained traffic cannot outgrow retention
         if removed:
             log.info("pruned delivered events past retention", extra={"count": removed})
 
@@ -158,10 +221,6 @@ class Dispatcher:
         except Exception:
             log.exception("delivery failed unexpectedly; returning it to pending", extra={"subscription": sub.name})
             self.store.release([c.id for c in chunk])
-        finally:
-            with self._lock:
-                self._inflight[sub.key] -= 1
-            self._wake.set()
 
     def _attempt(self, sub: Subscription, chunk: list[Claimed]) -> None:
         now = self.clock.now()
@@ -205,14 +264,15 @@ class Dispatcher:
         self._finish(sub, outcomes, live, attempted=True)
         if resp.latency_ms is not None:
             self.metrics.latency.labels(sub.topic, sub.name).observe(resp.latency_ms / 1000)
-        log.info(
-            "delivery attempt",
-            extra={
-                "topic": sub.topic, "subscription": sub.name, "event_ids": [e.id for e in events],
-                "attempt": live[0].attempts + 1, "status": resp.status, "outcome": outcome,
-                "latency_ms": round(resp.latency_ms, 2), "next": outcomes[0].status, "error": resp.error,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "delivery attempt",
+                extra={
+                    "topic": sub.topic, "subscription": sub.name, "event_ids": [e.id for e in events],
+                    "attempt": live[0].attempts + 1, "status": resp.status, "outcome": outcome,
+                    "latency_ms": round(resp.latency_ms, 2), "next": outcomes[0].status, "error": resp.error,
+                },
+            )
 
     def _headers(self, sub: Subscription, event: Event, envelope: dict, schema: str, attempts: int, single_ce: bool) -> dict[str, str]:
         headers = {
@@ -231,11 +291,12 @@ class Dispatcher:
         return headers
 
     def _finish(self, sub: Subscription, outcomes: list[Outcome], claimed: list[Claimed], attempted: bool) -> None:
+        dead = [o for o in outcomes if o.status == "deadlettered"]
         if attempted:
-            self.store.complete(outcomes)
+            # Dead letters wait for the commit: their blob is written from the stored record.
+            self.store.complete(outcomes, wait=bool(dead))
         else:
             self.store.expire(outcomes)
-        dead = [o for o in outcomes if o.status == "deadlettered"]
         if dead:
             self._write_blobs(sub, dead)
         for o in outcomes:

@@ -8,6 +8,7 @@ per-thread connections and never block the writer (WAL).
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+log = logging.getLogger("broker.store")
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 
@@ -125,6 +128,16 @@ class Store:
             raise job.error
         return job.result
 
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue a write without waiting for its commit (a failure is logged by the writer)."""
+        if not self._writer.is_alive():
+            raise StoreClosed("the store is closed")
+        self._jobs.put(_Job(fn))
+
+    def flush(self) -> None:
+        """Wait until every write queued so far is committed."""
+        self._transact(lambda db: None)
+
     def _write_loop(self) -> None:
         db = self._db()
         while True:
@@ -156,6 +169,7 @@ class Store:
                     db.execute("ROLLBACK TO job")
                     db.execute("RELEASE job")
                     job.error = exc
+                    log.debug("write rolled back", exc_info=True)
             db.execute("COMMIT")
         except sqlite3.Error as exc:  # the commit itself failed: nothing of the group is stored
             if db.in_transaction:
@@ -296,7 +310,8 @@ class Store:
         def tx(db: sqlite3.Connection):
             rows = db.execute(
                 "UPDATE deliveries SET status='inflight' WHERE id IN (SELECT id FROM deliveries "
-                "WHERE topic=? AND subscription=? AND status='pending' AND next_attempt_at<=? ORDER BY id LIMIT ?) "
+                # In the index's order (deliveries_due), so a claim never sorts the whole backlog.
+                "WHERE topic=? AND subscription=? AND status='pending' AND next_attempt_at<=? ORDER BY next_attempt_at, id LIMIT ?) "
                 "RETURNING id, event_seq, attempts, created_at, expires_at",
                 (topic, subscription, now, limit),
             ).fetchall()
@@ -322,8 +337,12 @@ class Store:
         ).fetchone()
         return row[0]
 
-    def complete(self, outcomes: Iterable[Outcome]) -> None:
-        """Record attempts and move each delivery to its next state, in one transaction."""
+    def complete(self, outcomes: Iterable[Outcome], wait: bool = True) -> None:
+        """Record attempts and move each delivery to its next state, in one transaction.
+
+        With `wait=False` the caller goes on before the commit: if the process dies first, the
+        deliveries are still `inflight` and go back to pending at start-up (at-least-once).
+        """
         def tx(db: sqlite3.Connection):
             for o in outcomes:
                 final = o.status in FINAL_STATES
@@ -359,7 +378,10 @@ class Store:
                         o.batch_size,
                     ),
                 )
-        self._transact(tx)
+        if wait:
+            self._transact(tx)
+        else:
+            self._submit(tx)
 
     def expire(self, outcomes: Iterable[Outcome]) -> None:
         """Final state for deliveries that ran out of time before another attempt (no attempt row)."""

@@ -103,7 +103,8 @@ def test_deliveries_in_flight_at_a_kill_9_are_sent_again_after_restart(processes
     broker.subscribe("default", "slow-subscriber", subscription(hook.url, skip_validation=True))
     ids = broker.publish_ok([event(data={"n": n}) for n in range(20)])
     held = hook.wait_for(lambda r: len(r) >= 4 and r, 10, "4 requests held open")
-    assert wait_until(lambda: broker.statuses("default", "slow-subscriber")["inflight"] == 4, 5, "4 in flight")
+    # The 4 requests on the wire, plus whatever the dispatcher claimed ahead for its next ones.
+    assert wait_until(lambda: broker.statuses("default", "slow-subscriber")["inflight"] >= 4, 5, "4 in flight")
 
     service.kill()
     hook.release()  # whatever the dead broker was waiting for is never answered

@@ -164,5 +164,6 @@ def test_a_dead_or_hanging_subscriber_does_not_hold_back_a_healthy_one(broker, w
     assert latencies[10] < 0.5 and latencies[-1] < 2.0, f"healthy subscriber latencies (s): {shown}"
     # The hanging subscriber holds at most its concurrency share (4) of requests.
     assert 1 <= len(hanging.deliveries()) <= 4
-    assert 1 <= broker.statuses("retry-isolation", "hanging")["inflight"] <= 4
+    # In the store they stay in flight (with those claimed ahead for the next requests), not lost.
+    assert broker.statuses("retry-isolation", "hanging")["inflight"] >= len(hanging.deliveries())
     assert broker.statuses("retry-isolation", "refused")["pending"] >= 1  # refused, and kept for a retry

@@ -35,6 +35,13 @@ def inline(fn, *args):
     fn(*args)
 
 
+def dispatch(engine):
+    """One pass of the dispatcher with its workers run synchronously, then its writes committed."""
+    wait = engine.dispatcher.dispatch_due(inline)
+    engine.store.flush()
+    return wait
+
+
 @pytest.fixture
 def fake(engine):
     engine.dispatcher.client = FakeClient()
@@ -66,7 +73,7 @@ def statuses(engine):
 def test_delivery_is_one_event_array_with_event_grid_headers(engine, client, fake):
     subscribe(client)
     publish(client)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     (req,) = fake.requests
     assert req["url"] == "http://sub.test/events?code=abc"  # query string kept exactly
     assert isinstance(req["body"], list) and len(req["body"]) == 1
@@ -83,14 +90,14 @@ def test_failed_attempt_is_rescheduled_on_azures_first_retry_delay(engine, clien
     fake.statuses = [500, 200]
     subscribe(client)
     publish(client)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     (row,) = engine.store.read("SELECT status, attempts, next_attempt_at, last_status, last_outcome FROM deliveries")
     assert row["status"] == "pending" and row["attempts"] == 1 and row["last_status"] == 500
     assert 9 <= row["next_attempt_at"] - clock.now() <= 11
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     assert len(fake.requests) == 1  # not due yet
     clock.advance(11)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     assert [r["headers"]["aeg-delivery-count"] for r in fake.requests] == ["0", "1"]
     assert statuses(engine) == {"delivered": 1}
 
@@ -100,7 +107,7 @@ def test_non_retryable_status_dead_letters_after_one_attempt(engine, client, fak
     fake.statuses = [status]
     subscribe(client, deadLetterDestination={"endpointType": "StorageBlob", "properties": {"blobContainerName": "dl"}})
     publish(client)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     (row,) = engine.store.read("SELECT status, attempts, dead_letter_reason FROM deliveries")
     assert (row["status"], row["attempts"], row["dead_letter_reason"]) == ("deadlettered", 1, reason)
     blobs = list((engine.config.data_dir / "deadletter" / "default" / "ORDERS-SUB").rglob("*.json"))
@@ -113,7 +120,7 @@ def test_without_dead_letter_destination_a_rejected_event_is_dropped(engine, cli
     fake.statuses = [400]
     subscribe(client)
     publish(client)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     assert statuses(engine) == {"dropped": 1}
     assert not (engine.config.data_dir / "deadletter").exists()
 
@@ -124,7 +131,7 @@ def test_attempts_run_out_into_max_delivery_attempts_exceeded(engine, client, fa
               deadLetterDestination={"endpointType": "StorageBlob", "properties": {}})
     publish(client)
     for _ in range(5):
-        engine.dispatcher.dispatch_due(inline)
+        dispatch(engine)
         clock.advance(120)
     assert len(fake.requests) == 3
     (row,) = engine.store.read("SELECT status, attempts, dead_letter_reason, last_outcome FROM deliveries")
@@ -138,7 +145,7 @@ def test_time_to_live_ends_delivery_with_time_to_live_exceeded(engine, client, f
               deadLetterDestination={"endpointType": "StorageBlob", "properties": {}})
     publish(client)
     for _ in range(6):
-        engine.dispatcher.dispatch_due(inline)
+        dispatch(engine)
         clock.advance(30)
     (row,) = engine.store.read("SELECT status, dead_letter_reason, attempts FROM deliveries")
     assert row["status"] == "deadlettered" and row["dead_letter_reason"] == "TimeToLiveExceeded"
@@ -148,8 +155,8 @@ def test_time_to_live_ends_delivery_with_time_to_live_exceeded(engine, client, f
 def test_output_batching_respects_max_events_per_batch(engine, client, fake):
     subscribe(client, dest={"maxEventsPerBatch": 4})
     publish(client, n=10)
-    engine.dispatcher.dispatch_due(inline)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
+    dispatch(engine)
     sizes = [len(r["body"]) for r in fake.requests]
     assert sum(sizes) == 10 and max(sizes) == 4
     assert statuses(engine) == {"delivered": 10}
@@ -160,7 +167,7 @@ def test_preferred_batch_size_splits_large_events(engine, client, fake):
     events = [{"id": f"big{i}", "subject": "s", "eventType": "NewOrder", "eventTime": "2026-01-01T00:00:00Z",
                "data": {"pad": "x" * 700}, "dataVersion": "1"} for i in range(3)]
     assert client.post("/api/events", json=events).status_code == 200
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     assert [len(r["body"]) for r in fake.requests] == [1, 1, 1]
 
 
@@ -170,7 +177,7 @@ def test_static_and_dynamic_delivery_attributes_become_headers(engine, client, f
         {"name": "X-Order", "type": "Dynamic", "properties": {"sourceField": "data.orderId"}},
     ]})
     publish(client, start=42)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     h = fake.requests[0]["headers"]
     assert h["X-Tenant"] == "shop-1" and h["X-Order"] == "42"
 
@@ -187,7 +194,7 @@ def test_filters_decide_fan_out_at_publish_time(engine, client, fake):
 def test_cloudevents_subscription_gets_structured_single_event(engine, client, fake):
     subscribe(client, eventDeliverySchema="CloudEventSchemaV1_0")
     publish(client)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     req = fake.requests[0]
     assert req["headers"]["Content-Type"].startswith("application/cloudevents+json")
     assert req["body"]["specversion"] == "1.0" and req["body"]["type"] == "NewOrder" and req["body"]["id"] == "e0"
@@ -197,10 +204,13 @@ def test_one_subscriptions_concurrency_cap_does_not_block_another(engine, client
     subscribe(client, name="slow-one")
     subscribe(client, name="fast-one", endpoint="http://fast.test/events")
     publish(client, n=10)
-    # Pretend slow-one already has every slot busy.
-    engine.dispatcher._inflight[("default", "slow-one")] = engine.config.subscription_concurrency
-    for _ in range(3):  # each round sends at most `subscription_concurrency` requests per subscription
-        engine.dispatcher.dispatch_due(inline)
+    # Pretend slow-one already has every worker busy: its lane hires no more.
+    from broker.dispatcher import Lane
+
+    slow = engine.registry.subscription("default", "slow-one")
+    engine.dispatcher._lanes[slow.key] = lane = Lane(slow)
+    lane.workers = engine.config.subscription_concurrency
+    dispatch(engine)
     assert {r["url"] for r in fake.requests} == {"http://fast.test/events"}
     assert len(fake.requests) == 10
 
@@ -218,9 +228,9 @@ def test_prune_removes_only_delivered_events_past_retention(engine, client, fake
     fake.statuses = [200]
     subscribe(client)
     publish(client, n=2)
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     fake.statuses = [None]
     publish(client, n=1, start=5)  # stays pending
-    engine.dispatcher.dispatch_due(inline)
+    dispatch(engine)
     assert engine.store.prune(clock.now() + 1) == 2
     assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events")] == ["e5"]
