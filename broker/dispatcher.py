@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,6 +38,48 @@ def outcome_name(status: int | None, timed_out: bool) -> str:
     if status is None:
         return "TimedOut" if timed_out else "GenericError"
     return OUTCOMES.get(status, "GenericError")
+
+
+class Rendering:
+    """An event as subscribers get it, rendered once per schema and shared by every subscription
+    (and every retry): parsing and re-serialising the stored record per delivery was a quarter of
+    the dispatcher's CPU under fan-out."""
+
+    __slots__ = ("event", "id", "input_schema", "data_version", "_bodies")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.id, self.input_schema, self.data_version = event.id, event.input_schema, event.data_version
+        self._bodies: dict[str, bytes] = {}
+
+    def rendered(self, schema: str, topic_path: str) -> bytes:
+        body = self._bodies.get(schema)
+        if body is None:
+            body = self._bodies[schema] = schemas.dumps(schemas.render(self.event, schema, topic_path))
+        return body
+
+
+class Renderings:
+    """A bounded cache of `Rendering`s by event sequence number, filled as events are accepted."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._items: OrderedDict[int, Rendering] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, seq: int, event: Event) -> None:
+        with self._lock:
+            self._items[seq] = Rendering(event)
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, seq: int, record: bytes) -> Rendering:
+        with self._lock:
+            found = self._items.get(seq)
+        if found is None:  # an older event (a retry, a backlog after restart): from the stored record
+            found = Rendering(Event.from_record(codec.loads(record)))
+            self.add(seq, found.event)
+        return found
 
 
 CLAIM_AHEAD = 256  # deliveries claimed from the store per subscription at once
@@ -70,6 +112,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lanes: dict[tuple[str, str], Lane] = {}
+        self.renderings = Renderings()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._next_prune = 0.0
@@ -233,12 +276,12 @@ class Dispatcher:
             return
 
         topic_path = self.config.topic_path(sub.topic)
-        events = [Event.from_record(codec.loads(c.body)) for c in live]
+        events = [self.renderings.get(c.event_seq, c.body) for c in live]
         schema = sub.schema_for(events[0].input_schema)
-        rendered = [schemas.render(e, sub.schema_for(e.input_schema), topic_path) for e in events]
+        parts = [e.rendered(sub.schema_for(e.input_schema), topic_path) for e in events]
         single_ce = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
-        body = schemas.dumps(rendered[0] if single_ce else rendered)
-        headers = self._headers(sub, events[0], rendered[0], schema, live[0].attempts, single_ce)
+        body = parts[0] if single_ce else b"[" + b",".join(parts) + b"]"
+        headers = self._headers(sub, events[0], parts[0], schema, live[0].attempts, single_ce)
 
         resp = self.client.post(sub.endpoint, body, headers, self.config.delivery_timeout)
         done = self.clock.now()
@@ -274,7 +317,7 @@ class Dispatcher:
                 },
             )
 
-    def _headers(self, sub: Subscription, event: Event, envelope: dict, schema: str, attempts: int, single_ce: bool) -> dict[str, str]:
+    def _headers(self, sub: Subscription, event: Rendering, first: bytes, schema: str, attempts: int, single_ce: bool) -> dict[str, str]:
         headers = {
             "Content-Type": schemas.content_type(schema, batch=not single_ce),
             "aeg-event-type": "Notification",
@@ -284,6 +327,7 @@ class Dispatcher:
         }
         if schema != CLOUDEVENT_SCHEMA:  # Event Grid stamps an empty dataVersion when none was sent
             headers["aeg-data-version"] = event.data_version or ""
+        envelope = codec.loads(first) if any(a.source_field for a in sub.attributes) else None
         for attr in sub.attributes:
             value = attr.static if attr.static is not None else _lookup(envelope, attr.source_field)
             if value is not None:

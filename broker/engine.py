@@ -93,7 +93,11 @@ class Engine:
             rows.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
             routes.append(route)
         seqs = self.store.append(topic.name, rows, routes, now)
-        self.dispatcher.wake()
+        if any(routes):
+            for seq, event, route in zip(seqs, events, routes, strict=True):
+                if route:
+                    self.dispatcher.renderings.add(seq, event)
+            self.dispatcher.wake()  # only when there is something to deliver
         self.metrics.accepted.labels(topic.name).inc(len(events))
         log.info(
             "accepted batch",

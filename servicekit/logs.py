@@ -44,5 +44,7 @@ def configure_logging(service: str, level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
-    # waitress logs a line per queue warning at WARNING; keep it but not its INFO chatter.
+    # waitress logs its INFO chatter and, under load, "Task queue depth" at WARNING for every queued
+    # request: expected with more clients than threads, and costly at thousands of lines a second.
     logging.getLogger("waitress").setLevel(max(root.level, logging.WARNING))
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
