@@ -99,10 +99,11 @@ class Engine:
                     self.dispatcher.renderings.add(seq, event)
             self.dispatcher.wake()  # only when there is something to deliver
         self.metrics.accepted.labels(topic.name).inc(len(events))
-        log.info(
-            "accepted batch",
-            extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": sum(map(len, routes))},
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "accepted batch",
+                extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": sum(map(len, routes))},
+            )
         if self.feed.has_listeners:
             for seq, event, route in zip(seqs, events, routes, strict=True):
                 self.feed.publish("event", {
