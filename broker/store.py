@@ -87,6 +87,7 @@ class Store:
         self._connections_lock = threading.Lock()
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._seq: int | None = None  # next events.seq, owned by the writer thread
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -156,8 +157,7 @@ class Store:
                 jobs.append(nxt)
             self._run_group(db, jobs)
 
-    @staticmethod
-    def _run_group(db: sqlite3.Connection, jobs: list[_Job]) -> None:
+    def _run_group(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
         try:
             db.execute("BEGIN IMMEDIATE")
             for job in jobs:
@@ -168,12 +168,14 @@ class Store:
                 except Exception as exc:  # this job only: undo it, tell its caller
                     db.execute("ROLLBACK TO job")
                     db.execute("RELEASE job")
+                    self._seq = None  # re-read: the rolled-back job may have taken numbers
                     job.error = exc
                     log.debug("write rolled back", exc_info=True)
             db.execute("COMMIT")
         except sqlite3.Error as exc:  # the commit itself failed: nothing of the group is stored
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            self._seq = None
             for job in jobs:
                 job.error = job.error or exc
         finally:
@@ -286,22 +288,34 @@ class Store:
         `events` holds (event_id, event_type, subject, record_json) per event; `routes[i]` the
         (subscription, expires_at) pairs event i fans out to.
         """
-        seqs = []
-        def tx(db: sqlite3.Connection):
-            for (event_id, event_type, subject, body), route in zip(events, routes, strict=True):
-                seq = db.execute(
-                    "INSERT INTO events (topic, event_id, event_type, subject, body, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (topic, event_id, event_type, subject, body, now),
-                ).lastrowid
-                seqs.append(seq)
-                if route:
-                    db.executemany(
-                        "INSERT INTO deliveries (event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) "
-                        "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                        [(seq, topic, sub, now, expires, now) for sub, expires in route],
-                    )
-        self._transact(tx)
-        return seqs
+        def tx(db: sqlite3.Connection) -> list[int]:
+            # Sequence numbers are handed out here, on the single writer thread, so the whole batch
+            # goes in with two executemany calls instead of a statement per event.
+            first = self._next_seq(db)
+            seqs = list(range(first, first + len(events)))
+            db.executemany(
+                "INSERT INTO events (seq, topic, event_id, event_type, subject, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(seq, topic, *event, now) for seq, event in zip(seqs, events, strict=True)],
+            )
+            deliveries = [(seq, topic, sub, now, expires, now) for seq, route in zip(seqs, routes, strict=True) for sub, expires in route]
+            if deliveries:
+                db.executemany(
+                    "INSERT INTO deliveries (event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) "
+                    "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                    deliveries,
+                )
+            self._seq = first + len(events)
+            return seqs
+
+        return self._transact(tx)
+
+    def _next_seq(self, db: sqlite3.Connection) -> int:
+        """The next event sequence number (writer thread only). Read from the table after a rolled
+        back job too, since that job's numbers were never stored."""
+        if self._seq is None:
+            self._seq = (db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0) + 1
+        return self._seq
+
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -343,41 +357,31 @@ class Store:
         With `wait=False` the caller goes on before the commit: if the process dies first, the
         deliveries are still `inflight` and go back to pending at start-up (at-least-once).
         """
+        updates, attempts = [], []
+        header_json: dict[int, str] = {}  # a batch's events share one headers dict: encode it once
+        for o in outcomes:
+            updates.append((o.status, o.attempt, o.at, o.status_code, o.outcome, o.latency_ms, o.next_attempt_at,
+                            o.at if o.status in FINAL_STATES else None, o.dead_letter_reason, o.delivery_id))
+            headers = None
+            if o.headers:
+                headers = header_json.get(id(o.headers))
+                if headers is None:
+                    headers = header_json[id(o.headers)] = orjson.dumps(o.headers).decode()
+            attempts.append((o.delivery_id, o.attempt, o.at, o.status_code, o.latency_ms, o.outcome, o.error, headers, o.batch_size))
+
         def tx(db: sqlite3.Connection):
-            for o in outcomes:
-                final = o.status in FINAL_STATES
-                db.execute(
-                    "UPDATE deliveries SET status=?, attempts=?, last_attempt_at=?, last_status=?, last_outcome=?, "
-                    "last_latency_ms=?, next_attempt_at=COALESCE(?, next_attempt_at), done_at=?, dead_letter_reason=? "
-                    "WHERE id=? AND status='inflight'",
-                    (
-                        o.status,
-                        o.attempt,
-                        o.at,
-                        o.status_code,
-                        o.outcome,
-                        o.latency_ms,
-                        o.next_attempt_at,
-                        o.at if final else None,
-                        o.dead_letter_reason,
-                        o.delivery_id,
-                    ),
-                )
-                db.execute(
-                    "INSERT INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        o.delivery_id,
-                        o.attempt,
-                        o.at,
-                        o.status_code,
-                        o.latency_ms,
-                        o.outcome,
-                        o.error,
-                        orjson.dumps(o.headers).decode() if o.headers else None,
-                        o.batch_size,
-                    ),
-                )
+            db.executemany(
+                "UPDATE deliveries SET status=?, attempts=?, last_attempt_at=?, last_status=?, last_outcome=?, "
+                "last_latency_ms=?, next_attempt_at=COALESCE(?, next_attempt_at), done_at=?, dead_letter_reason=? "
+                "WHERE id=? AND status='inflight'",
+                updates,
+            )
+            db.executemany(
+                "INSERT INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                attempts,
+            )
+
         if wait:
             self._transact(tx)
         else:

@@ -1,0 +1,70 @@
+"""The store's write path: group commit with per-caller all-or-nothing, and sequence numbers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from broker.store import Store
+
+
+def append(store: Store, n: int, sub: str | None = "sub"):
+    events = [(f"id{i}", "T", "s", b'{"id": "x"}') for i in range(n)]
+    routes = [[(sub, 1e12)] if sub else [] for _ in range(n)]
+    return store.append("default", events, routes, 1.0)
+
+
+def test_append_numbers_events_in_order_and_continues_after_reopen(tmp_path):
+    store = Store(tmp_path / "b.db")
+    assert append(store, 3) == [1, 2, 3]
+    assert append(store, 2) == [4, 5]
+    store.close()
+    reopened = Store(tmp_path / "b.db")
+    assert append(reopened, 1) == [6]
+    assert reopened.status_totals() == {"pending": 6}
+    reopened.close()
+
+
+def test_a_failing_write_is_rolled_back_alone_and_raises_in_its_caller(tmp_path):
+    store = Store(tmp_path / "b.db")
+
+    def half_then_fail(db: sqlite3.Connection):
+        db.execute("INSERT INTO events (topic, event_id, event_type, body, received_at) VALUES ('t', 'half', 'T', x'00', 0)")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        store._transact(half_then_fail)
+    assert append(store, 2) == [1, 2]  # numbering is unaffected by the rolled-back job
+    assert [r["event_id"] for r in store.read("SELECT event_id FROM events ORDER BY seq")] == ["id0", "id1"]
+    store.close()
+
+
+def test_concurrent_writers_all_land_with_unique_sequence_numbers(tmp_path):
+    store = Store(tmp_path / "b.db")
+    results: list[list[int]] = []
+    lock = threading.Lock()
+
+    def writer():
+        for _ in range(20):
+            seqs = append(store, 5)
+            with lock:
+                results.append(seqs)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    every = sorted(s for seqs in results for s in seqs)
+    assert every == list(range(1, 8 * 20 * 5 + 1))
+    assert store.event_count() == 800 and store.status_totals() == {"pending": 800}
+    store.close()
+
+
+def test_writes_after_close_fail_instead_of_hanging(tmp_path):
+    store = Store(tmp_path / "b.db")
+    store.close()
+    with pytest.raises(RuntimeError):
+        append(store, 1)
