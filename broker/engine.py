@@ -36,7 +36,7 @@ class Engine:
         self.registry = Registry(self.store, self.clock)
         self.metrics = Metrics(self.store)
         self.feed = ActivityFeed()
-        self.client = WebhookClient(pool_size=max(4, config.subscription_concurrency))
+        self.client = WebhookClient()
         self.dispatcher = Dispatcher(self.store, self.registry, self.client, self.clock, config, self.metrics, self.feed)
         self.validator = Validator(self.registry, self.client, self.clock, config)
         self.started = False

@@ -34,7 +34,7 @@ class Response:
 
 
 class WebhookClient:
-    def __init__(self, pool_size: int = 8) -> None:
+    def __init__(self) -> None:
         self._local = threading.local()
         self._targets: dict[str, tuple[str, str, int, str]] = {}
         # Local subscribers often use self-signed certificates; the emulator only ever talks to the
@@ -42,7 +42,7 @@ class WebhookClient:
         self._tls = ssl.create_default_context()
         self._tls.check_hostname = False
         self._tls.verify_mode = ssl.CERT_NONE
-        self._all: list[http.client.HTTPConnection] = []
+        self._all: set[http.client.HTTPConnection] = set()  # open ones, for close()
         self._all_lock = threading.Lock()
 
     def _target(self, url: str) -> tuple[str, str, int, str]:
@@ -71,13 +71,15 @@ class WebhookClient:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conns[key] = conn
         with self._all_lock:
-            self._all.append(conn)
+            self._all.add(conn)
         return conn, False
 
     def _drop(self, scheme: str, host: str, port: int) -> None:
         conn = self._local.conns.pop((scheme, host, port), None)
         if conn is not None:
             conn.close()
+            with self._all_lock:
+                self._all.discard(conn)
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float) -> Response:
         started = time.perf_counter()

@@ -234,3 +234,4 @@ def test_prune_removes_only_delivered_events_past_retention(engine, client, fake
     dispatch(engine)
     assert engine.store.prune(clock.now() + 1) == 2
     assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events")] == ["e5"]
+
