@@ -45,7 +45,7 @@ def legacy_publish():
     Optional `subject` and `id`; the reply says how many subscriptions will get it.
     """
     eng = engine()
-    payload = _json_object()
+    payload = json_object(schemas.MAX_REQUEST_BYTES)
     event_type = payload.get("eventType")
     if not isinstance(event_type, str) or not event_type.strip():
         raise bad_request("'eventType' is required and must be a non-empty string.", "InvalidEvent", "eventType")
@@ -69,8 +69,7 @@ def legacy_publish():
         auth.authenticate(request.headers, topic.keys, request.path, query=request.args)
     except auth.AuthError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
-    seqs = eng.accept(topic, [event])
-    routed = len(eng.store.deliveries_for(seqs))
+    routed = eng.accept(topic, [event])
     return jsonify({"status": "accepted", "id": event.id, "topic": topic.name, "subscriptions": routed}), 202
 
 
@@ -79,7 +78,7 @@ def legacy_subscribe():
     """`{"eventType": "NewOrder", "endpoint": "http://host:port/path"}` -> a subscription on the
     default topic filtered on that type. The prototype had no handshake, so neither do these."""
     eng = engine()
-    payload = _json_object()
+    payload = json_object(schemas.MAX_REQUEST_BYTES)
     event_type = payload.get("eventType")
     if not isinstance(event_type, str) or not event_type.strip():
         raise bad_request("'eventType' is required and must be a non-empty string.", "InvalidSubscription", "eventType")
@@ -95,10 +94,13 @@ def legacy_subscribe():
     return jsonify({"status": "subscribed", "subscription": sub.name, "topic": sub.topic, "eventType": event_type, "endpoint": endpoint}), (201 if created else 200)
 
 
-def _json_object() -> dict:
-    payload = limited_body(schemas.MAX_REQUEST_BYTES)
+def json_object(limit: int, empty_ok: bool = False) -> dict:
+    """The request body as a JSON object (at most `limit` bytes); an empty body is `{}` if `empty_ok`."""
+    raw = limited_body(limit)
+    if empty_ok and not raw.strip():
+        return {}
     try:
-        payload = orjson.loads(payload or b"")
+        payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}", "InvalidJson") from None
     if not isinstance(payload, dict):

@@ -70,8 +70,9 @@ class Engine:
             topic = self.registry.put_topic(name)
         return topic
 
-    def accept(self, topic: Topic, events: list[Event]) -> list[int]:
-        """Store a batch with its fan-out in one transaction, then wake the dispatcher.
+    def accept(self, topic: Topic, events: list[Event]) -> int:
+        """Store a batch with its fan-out in one transaction, then wake the dispatcher; return how
+        many deliveries it created.
 
         The filter of each subscription is evaluated here, at publish time, as Azure does: a
         subscription created later does not receive events published before it existed.
@@ -93,7 +94,8 @@ class Engine:
             rows.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
             routes.append(route)
         seqs = self.store.append(topic.name, rows, routes, now)
-        if any(routes):
+        deliveries = sum(map(len, routes))
+        if deliveries:
             for seq, event, route in zip(seqs, events, routes, strict=True):
                 if route:
                     self.dispatcher.renderings.add(seq, event)
@@ -102,7 +104,7 @@ class Engine:
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "accepted batch",
-                extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": sum(map(len, routes))},
+                extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": deliveries},
             )
         if self.feed.has_listeners:
             for seq, event, route in zip(seqs, events, routes, strict=True):
@@ -110,7 +112,7 @@ class Engine:
                     "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
                     "time": event.time, "receivedAt": now, "subscriptions": [name for name, _ in route],
                 })
-        return seqs
+        return deliveries
 
     # -- subscriptions ---------------------------------------------------------------------------
 

@@ -5,10 +5,9 @@ dead letters. Bodies follow Azure's resource shape (`{"properties": {...}}`); li
 
 from __future__ import annotations
 
-import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .api import limited_body
+from .api import json_object
 from .auth import generate_key
 from .dispatcher import dead_letter_record
 from .errors import ApiError, bad_request, not_found
@@ -24,16 +23,7 @@ def engine():
 
 
 def _body() -> dict:
-    raw = limited_body(MAX_BODY_BYTES)
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}", "InvalidJson") from None
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", "InvalidRequestBody")
-    return body
+    return json_object(MAX_BODY_BYTES, empty_ok=True)
 
 
 # -- topics -------------------------------------------------------------------------------------

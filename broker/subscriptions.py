@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ApiError, bad_request
-from .events import CLOUDEVENT_SCHEMA, EVENTGRID_SCHEMA, SCHEMAS
+from .events import EVENTGRID_SCHEMA, SCHEMAS
 from .filters import EventFilter, FilterError, compile_filter
 from .retry import MAX_ATTEMPTS_RANGE, TTL_MINUTES_RANGE, RetryPolicy
 
@@ -173,10 +173,6 @@ def validate_endpoint(url: Any, target: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise bad_request(f"The endpoint '{url}' is not an absolute http or https URL.", "InvalidEndpoint", target)
     return url
-
-
-def is_cloudevents(sub: Subscription, input_schema: str) -> bool:
-    return sub.schema_for(input_schema) == CLOUDEVENT_SCHEMA
 
 
 def _obj(value: Any, target: str, required: bool = False) -> dict:
