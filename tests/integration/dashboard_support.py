@@ -50,7 +50,11 @@ def serve(build: Callable[[int], Any], threads: int = 8) -> Iterator[tuple[str, 
         server.task_dispatcher.shutdown(timeout=5)
         # Close every socket (listener, keep-alive connections) from the server's own loop thread,
         # which then finds its map empty and returns; closing them from here would race its select().
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        try:
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        except OSError:
+            # The trigger is already closed, so the loop is past select(): close the rest from here.
+            wasyncore.close_all(server._map)
         thread.join(5)
         assert not thread.is_alive(), "waitress did not stop"
 
