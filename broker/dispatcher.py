@@ -1,17 +1,20 @@
 """Background delivery: claims due deliveries from the store and POSTs them to subscribers.
 
-One loop thread decides what to send; a bounded pool of worker threads sends it. Each subscription
-may have at most `subscription_concurrency` requests in flight, so a slow or dead subscriber ties up
-that many workers at most and never delays the others. Every state change goes through the store
-before anything else happens, so a killed broker resumes exactly where it was.
+One thread decides what to send (it claims from the store, which may block); the sending runs as
+worker coroutines on the webhook client's event loop, so hundreds of requests in flight cost no
+threads and no GIL hand-offs between them. Each subscription may have at most
+`subscription_concurrency` requests in flight and all of them together `delivery_workers`, so a
+slow or dead subscriber ties up that many workers at most and never delays the others. Every state
+change goes through the store before anything else happens, so a killed broker resumes exactly
+where it was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -90,12 +93,13 @@ WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (f
 class Lane:
     """One subscription's claimed-but-unsent deliveries and the workers sending them."""
 
-    __slots__ = ("sub", "buffer", "workers")
+    __slots__ = ("sub", "buffer", "workers", "caught_up")
 
     def __init__(self, sub: Subscription) -> None:
         self.sub = sub
         self.buffer: deque[Claimed] = deque()
         self.workers = 0
+        self.caught_up = False  # its last claim left nothing due in the store
 
 
 class Dispatcher:
@@ -111,10 +115,15 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._all_idle = threading.Condition(self._lock)  # notified when the last worker ends
         self._lanes: dict[tuple[str, str], Lane] = {}
         self.renderings = Renderings()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0  # worker coroutines alive, across all lanes
+        self._starved = False  # a lane got fewer workers than it wanted (delivery_workers cap)
+        self._direct = False  # fresh deliveries may be handed over at publish (running only)
+        self._completed: list[Outcome] = []  # outcomes of this loop pass, not yet handed to the store
+        self._metric_children: dict = {}  # by (subscription key, outcome; None for the latency histogram)
         self._next_prune = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -123,17 +132,18 @@ class Dispatcher:
         recovered = self.store.recover()
         if recovered:
             log.info("resuming deliveries that were in flight when the broker stopped", extra={"count": recovered})
-        self._pool = ThreadPoolExecutor(self.config.delivery_workers, thread_name_prefix="deliver")
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
         self._thread.start()
+        self._direct = True
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._direct = False
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
-        if self._pool:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:  # requests in flight finish (their workers take no new ones)
+            self._all_idle.wait_for(lambda: self._workers == 0, timeout)
 
     @property
     def running(self) -> bool:
@@ -161,10 +171,10 @@ class Dispatcher:
         how long the loop may sleep before something else falls due.
 
         Deliveries are claimed a few hundred at a time (one store transaction), so the per-delivery
-        cost is the HTTP request, not the bookkeeping. `submit(fn, *args)` starts a worker: the pool
-        by default (tests pass a synchronous one).
+        cost is the HTTP request, not the bookkeeping. `submit(coroutine)` starts a worker: on the
+        client's event loop by default (tests pass one that runs it to the end at once).
         """
-        submit = submit or self._pool.submit
+        submit = submit or self._submit
         now = self.clock.now()
         wait = IDLE_POLL_SECONDS
         active = {}
@@ -184,6 +194,7 @@ class Dispatcher:
                 claimed = self.store.claim(sub.topic, sub.name, now, want)
                 with self._lock:
                     lane.buffer.extend(claimed)
+                    lane.caught_up = len(claimed) < want
                 if len(claimed) < want:
                     due = self.store.next_due(sub.topic, sub.name)
                     if due is not None:
@@ -191,13 +202,51 @@ class Dispatcher:
             self._staff(lane, submit)
         return wait
 
+    def _submit(self, work) -> None:
+        asyncio.run_coroutine_threadsafe(work, self.client.loop)
+
+    # -- fresh deliveries, straight from the publish -------------------------------------------------
+
+    def direct(self, subs: list[Subscription], count: int) -> set[tuple[str, str]]:
+        """The subscriptions whose lanes take `count` fresh deliveries each straight from the
+        publish: the store records them `inflight` (claimed at birth) and `hand_over` gives them to
+        the lane after the commit, with no claim transaction and no wait for this thread. A lane
+        that is behind (due deliveries still in the store) or full gets them as pending instead, so
+        a backlog keeps its order."""
+        if not self._direct:
+            return set()
+        with self._lock:
+            return {
+                s.key for s in subs
+                if (lane := self._lanes.get(s.key)) is not None and lane.caught_up and len(lane.buffer) + count <= CLAIM_AHEAD
+            }
+
+    def hand_over(self, handed: list[tuple[Subscription, list[Claimed]]]) -> None:
+        """Deliveries claimed at birth (see `direct`), after their commit: into their lanes."""
+        orphans: list[int] = []
+        for sub, claimed in handed:
+            with self._lock:
+                lane = self._lanes.get(sub.key)
+                if lane is None:  # retired meanwhile (deleted, or lost its validation)
+                    orphans += [c.id for c in claimed]
+                    continue
+                lane.buffer.extend(claimed)
+            self._staff(lane, self._submit)
+        if orphans:
+            self.store.release(orphans)
+            self._wake.set()
+
     def _staff(self, lane: Lane, submit) -> None:
         with self._lock:
             requests = -(-len(lane.buffer) // lane.sub.max_events_per_batch)
             hire = min(self.config.subscription_concurrency, requests) - lane.workers
-            lane.workers += max(hire, 0)
+            capped = max(0, min(hire, self.config.delivery_workers - self._workers))
+            self._starved = self._starved or capped < hire
+            hire = capped
+            lane.workers += hire
+            self._workers += hire
         for _ in range(hire):
-            submit(self._work, lane)
+            submit(self._work(lane))
 
     def _retire_lanes(self, active: dict) -> None:
         """Lanes of deleted or no longer validated subscriptions give their claims back."""
@@ -212,22 +261,41 @@ class Dispatcher:
             if leftover:
                 self.store.release(leftover)
 
-    def _work(self, lane: Lane) -> None:
-        """A worker: send the lane's deliveries, a request at a time, then give the thread back."""
-        try:
-            for _ in range(WORKER_ROUNDS):
-                with self._lock:
-                    chunk = self._take(lane)
-                    low = len(lane.buffer) < LOW_WATER
-                if not chunk:
-                    break
-                if low:
-                    self._wake.set()  # claim more while this request is on the wire
-                self._deliver(lane.sub, chunk)
-        finally:
+    async def _work(self, lane: Lane) -> None:
+        """A worker: send the lane's deliveries, a request at a time, then make room for other
+        lanes' workers (the `delivery_workers` cap). It leaves when the lane is empty, deciding so
+        under the lock that `hand_over` staffs with, so a delivery handed over meanwhile is never
+        left without a worker."""
+        rounds = 0
+        while True:
             with self._lock:
-                lane.workers -= 1
+                chunk = self._take(lane) if rounds < WORKER_ROUNDS and not self._stop.is_set() else []
+                if not chunk:
+                    self._leave(lane)
+                    # The loop thread is only needed to claim more or to staff a starved lane.
+                    wake = self._starved or not lane.caught_up or bool(lane.buffer)
+                    self._starved = False
+                    break
+                low = len(lane.buffer) < LOW_WATER and not lane.caught_up
+            rounds += 1
+            if low:
+                self._wake.set()  # claim more while this request is on the wire
+            try:
+                await self._deliver(lane.sub, chunk)
+            except BaseException:  # cancelled (shutdown): the chunk stays inflight until recovery
+                with self._lock:
+                    self._leave(lane)
+                raise
+        self._flush_completed()  # usually done already, at the end of the loop pass
+        if wake:
             self._wake.set()
+
+    def _leave(self, lane: Lane) -> None:
+        """A worker ends (the caller holds the lock)."""
+        lane.workers -= 1
+        self._workers -= 1
+        if not self._workers:
+            self._all_idle.notify_all()
 
     @staticmethod
     def _take(lane: Lane) -> list[Claimed]:
@@ -258,20 +326,21 @@ class Dispatcher:
 
     # -- one request -------------------------------------------------------------------------
 
-    def _deliver(self, sub: Subscription, chunk: list[Claimed]) -> None:
+    async def _deliver(self, sub: Subscription, chunk: list[Claimed]) -> None:
         try:
-            self._attempt(sub, chunk)
+            await self._attempt(sub, chunk)
         except Exception:
             log.exception("delivery failed unexpectedly; returning it to pending", extra={"subscription": sub.name})
-            self.store.release([c.id for c in chunk])
+            await asyncio.to_thread(self.store.release, [c.id for c in chunk])
 
-    def _attempt(self, sub: Subscription, chunk: list[Claimed]) -> None:
+    async def _attempt(self, sub: Subscription, chunk: list[Claimed]) -> None:
         now = self.clock.now()
         expired = [c for c in chunk if c.expires_at <= now]
         live = [c for c in chunk if c.expires_at > now]
         if expired:
             final = "deadlettered" if sub.dead_letter else "dropped"
-            self._finish(sub, [Outcome(c.id, c.attempts, now, final, "TimeToLiveExceeded", dead_letter_reason="TimeToLiveExceeded") for c in expired], expired, attempted=False)
+            outcomes = [Outcome(c.id, c.attempts, now, final, "TimeToLiveExceeded", dead_letter_reason="TimeToLiveExceeded") for c in expired]
+            await asyncio.to_thread(self._finish, sub, outcomes, expired, attempted=False)  # waits for the store
         if not live:
             return
 
@@ -283,7 +352,7 @@ class Dispatcher:
         body = parts[0] if single_ce else b"[" + b",".join(parts) + b"]"
         headers = self._headers(sub, events[0], parts[0], schema, live[0].attempts, single_ce)
 
-        resp = self.client.post(sub.endpoint, body, headers, self.config.delivery_timeout)
+        resp = await self.client.deliver(sub.endpoint, body, headers, self.config.delivery_timeout)
         done = self.clock.now()
         verdict = classify(resp.status)
         outcome = outcome_name(resp.status, resp.timed_out)
@@ -304,9 +373,12 @@ class Dispatcher:
                     # Past the time-to-live the next claim dead-letters it with TimeToLiveExceeded.
                     o.next_attempt_at = min(done + self.clock.scaled(sub.retry.delay_after(attempt)), c.expires_at)
             outcomes.append(o)
-        self._finish(sub, outcomes, live, attempted=True)
+        if any(o.status == "deadlettered" for o in outcomes):  # waits for the store, then writes blobs
+            await asyncio.to_thread(self._finish, sub, outcomes, live, attempted=True)
+        else:
+            self._finish(sub, outcomes, live, attempted=True)
         if resp.latency_ms is not None:
-            self.metrics.latency.labels(sub.topic, sub.name).observe(resp.latency_ms / 1000)
+            self._latency(sub).observe(resp.latency_ms / 1000)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "delivery attempt",
@@ -335,16 +407,22 @@ class Dispatcher:
         return headers
 
     def _finish(self, sub: Subscription, outcomes: list[Outcome], claimed: list[Claimed], attempted: bool) -> None:
+        """Record outcomes. On the loop (no dead letters) they join the completions that go to the
+        store together at the end of this loop pass; dead letters and expiries run in a thread and
+        wait for their commit (a blob is written from the stored record)."""
         dead = [o for o in outcomes if o.status == "deadlettered"]
-        if attempted:
-            # Dead letters wait for the commit: their blob is written from the stored record.
-            self.store.complete(outcomes, wait=bool(dead))
-        else:
+        if not attempted:
             self.store.expire(outcomes)
+        elif dead:
+            self.store.complete(outcomes, wait=True)
+        else:
+            if not self._completed:
+                asyncio.get_running_loop().call_soon(self._flush_completed)
+            self._completed.extend(outcomes)
         if dead:
             self._write_blobs(sub, dead)
         for o in outcomes:
-            self.metrics.deliveries.labels(sub.topic, sub.name, o.status if o.status != "pending" else "retry").inc()
+            self._counter(sub, o.status if o.status != "pending" else "retry").inc()
         if self.feed.has_listeners:
             for o, c in zip(outcomes, claimed, strict=True):
                 self.feed.publish("attempt", {
@@ -353,6 +431,25 @@ class Dispatcher:
                     "latencyMs": o.latency_ms, "at": o.at, "nextAttemptAt": o.next_attempt_at,
                     "deadLetterReason": o.dead_letter_reason,
                 })
+
+    def _flush_completed(self) -> None:
+        """One store job for every delivery completed in this loop pass (the commit is not waited
+        for: until it lands the deliveries are still `inflight`, so a crash re-sends them)."""
+        done, self._completed = self._completed, []
+        if done:
+            self.store.complete(done, wait=False)
+
+    def _counter(self, sub: Subscription, outcome: str):
+        child = self._metric_children.get((sub.key, outcome))
+        if child is None:
+            child = self._metric_children[(sub.key, outcome)] = self.metrics.deliveries.labels(sub.topic, sub.name, outcome)
+        return child
+
+    def _latency(self, sub: Subscription):
+        child = self._metric_children.get((sub.key, None))
+        if child is None:
+            child = self._metric_children[(sub.key, None)] = self.metrics.latency.labels(sub.topic, sub.name)
+        return child
 
     def _write_blobs(self, sub: Subscription, dead: list[Outcome]) -> None:
         """One blob per dead-lettered event, built from the stored delivery (the single source of

@@ -19,7 +19,7 @@ from .errors import ApiError
 from .events import Event
 from .metrics import Metrics
 from .retry import Clock
-from .store import Store
+from .store import Claimed, Store
 from .subscriptions import STATE_AWAITING, STATE_FAILED, STATE_SUCCEEDED, Subscription, parse
 from .topics import Registry, Topic
 from .validation import Validator
@@ -79,6 +79,7 @@ class Engine:
         """
         now = self.clock.now()
         subs = [s for s in topic.subscriptions.values() if s.routable]
+        direct = self.dispatcher.direct(subs, len(events)) if subs else set()
         topic_path = self.config.topic_path(topic.name)
         rows, routes = [], []
         for event in events:
@@ -90,16 +91,29 @@ class Engine:
                         envelope = schemas.render(event, event.input_schema, topic_path)
                     if not sub.filter.matches(envelope):
                         continue
-                route.append((sub.name, now + self.clock.scaled(sub.retry.ttl_seconds)))
+                route.append((sub, now + self.clock.scaled(sub.retry.ttl_seconds)))
             rows.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
             routes.append(route)
-        seqs = self.store.append(topic.name, rows, routes, now)
+        seqs, delivery_id = self.store.append(
+            topic.name, rows, [[(sub.name, expires, sub.key in direct) for sub, expires in route] for route in routes], now
+        )
         deliveries = sum(map(len, routes))
         if deliveries:
-            for seq, event, route in zip(seqs, events, routes, strict=True):
+            handed: dict[tuple[str, str], tuple[Subscription, list[Claimed]]] = {}
+            pending = False
+            for seq, event, row, route in zip(seqs, events, rows, routes, strict=True):
                 if route:
                     self.dispatcher.renderings.add(seq, event)
-            self.dispatcher.wake()  # only when there is something to deliver
+                for sub, expires in route:
+                    if sub.key in direct:
+                        handed.setdefault(sub.key, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, expires, row[3]))
+                    else:
+                        pending = True
+                    delivery_id += 1
+            if handed:
+                self.dispatcher.hand_over(list(handed.values()))
+            if pending:
+                self.dispatcher.wake()  # only when there is something for it to claim
         self.metrics.accepted.labels(topic.name).inc(len(events))
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -110,7 +124,7 @@ class Engine:
             for seq, event, route in zip(seqs, events, routes, strict=True):
                 self.feed.publish("event", {
                     "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
-                    "time": event.time, "receivedAt": now, "subscriptions": [name for name, _ in route],
+                    "time": event.time, "receivedAt": now, "subscriptions": [sub.name for sub, _ in route],
                 })
         return deliveries
 

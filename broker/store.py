@@ -37,11 +37,11 @@ class StoreClosed(RuntimeError):
 class _Job:
     __slots__ = ("fn", "result", "error", "done")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], waited: bool = True) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.done = threading.Event() if waited else None  # nobody waits for a submitted job
 
 
 @dataclass(slots=True)
@@ -87,7 +87,7 @@ class Store:
         self._connections_lock = threading.Lock()
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._seq: int | None = None  # next events.seq, owned by the writer thread
+        self._next: dict[str, int] = {}  # next events.seq / deliveries.id, owned by the writer thread
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -133,7 +133,7 @@ class Store:
         """Queue a write without waiting for its commit (a failure is logged by the writer)."""
         if not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        self._jobs.put(_Job(fn))
+        self._jobs.put(_Job(fn, waited=False))
 
     def flush(self) -> None:
         """Wait until every write queued so far is committed."""
@@ -168,19 +168,23 @@ class Store:
                 except Exception as exc:  # this job only: undo it, tell its caller
                     db.execute("ROLLBACK TO job")
                     db.execute("RELEASE job")
-                    self._seq = None  # re-read: the rolled-back job may have taken numbers
+                    self._next.clear()  # re-read: the rolled-back job may have taken numbers
                     job.error = exc
-                    log.debug("write rolled back", exc_info=True)
+                    # A caller that waits gets the error; one that did not is only told by the log.
+                    log.log(logging.DEBUG if job.done is not None else logging.ERROR, "write rolled back", exc_info=True)
             db.execute("COMMIT")
         except sqlite3.Error as exc:  # the commit itself failed: nothing of the group is stored
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._seq = None
+            self._next.clear()
             for job in jobs:
                 job.error = job.error or exc
+            if any(job.done is None for job in jobs):
+                log.error("a commit failed; completions nobody waited for stay in flight and are sent again at the next start", exc_info=True)
         finally:
             for job in jobs:
-                job.done.set()
+                if job.done is not None:
+                    job.done.set()
 
     def close(self) -> None:
         if self._writer.is_alive():
@@ -280,42 +284,46 @@ class Store:
         self,
         topic: str,
         events: Sequence[tuple[str, str, str | None, bytes]],
-        routes: Sequence[Sequence[tuple[str, float]]],
+        routes: Sequence[Sequence[tuple[str, float, bool]]],
         now: float,
-    ) -> list[int]:
-        """Store a batch of events and their deliveries in one transaction.
+    ) -> tuple[list[int], int]:
+        """Store a batch of events and their deliveries in one transaction; return the events'
+        sequence numbers and the id of the first delivery (the others follow in route order).
 
         `events` holds (event_id, event_type, subject, record_json) per event; `routes[i]` the
-        (subscription, expires_at) pairs event i fans out to.
+        (subscription, expires_at, claimed) triples event i fans out to. A claimed delivery is
+        stored `inflight`: the caller hands it to the dispatcher itself (at start-up, recover()
+        returns it to pending like any other claim the process did not finish).
         """
-        def tx(db: sqlite3.Connection) -> list[int]:
-            # Sequence numbers are handed out here, on the single writer thread, so the whole batch
-            # goes in with two executemany calls instead of a statement per event.
-            first = self._next_seq(db)
-            seqs = list(range(first, first + len(events)))
+        def tx(db: sqlite3.Connection) -> tuple[list[int], int]:
+            # Numbers are handed out here, on the single writer thread, so the whole batch goes in
+            # with two executemany calls instead of a statement per row.
+            deliveries = [(seq, sub, expires, claimed) for seq, route in enumerate(routes) for sub, expires, claimed in route]
+            first = self._numbers(db, "events", "seq", len(events))
+            first_id = self._numbers(db, "deliveries", "id", len(deliveries))
             db.executemany(
                 "INSERT INTO events (seq, topic, event_id, event_type, subject, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(seq, topic, *event, now) for seq, event in zip(seqs, events, strict=True)],
+                [(first + i, topic, *event, now) for i, event in enumerate(events)],
             )
-            deliveries = [(seq, topic, sub, now, expires, now) for seq, route in zip(seqs, routes, strict=True) for sub, expires in route]
             if deliveries:
                 db.executemany(
-                    "INSERT INTO deliveries (event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) "
-                    "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                    deliveries,
+                    "INSERT INTO deliveries (id, event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(first_id + k, first + i, topic, sub, "inflight" if claimed else "pending", now, expires, now)
+                     for k, (i, sub, expires, claimed) in enumerate(deliveries)],
                 )
-            self._seq = first + len(events)
-            return seqs
+            return list(range(first, first + len(events))), first_id
 
         return self._transact(tx)
 
-    def _next_seq(self, db: sqlite3.Connection) -> int:
-        """The next event sequence number (writer thread only). Read from the table after a rolled
-        back job too, since that job's numbers were never stored."""
-        if self._seq is None:
-            self._seq = (db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0) + 1
-        return self._seq
-
+    def _numbers(self, db: sqlite3.Connection, table: str, column: str, count: int) -> int:
+        """Take `count` consecutive numbers for `table.column` (writer thread only); return the
+        first. Read from the table again after a rolled-back job, whose numbers were never stored."""
+        first = self._next.get(table)
+        if first is None:
+            first = (db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()[0] or 0) + 1
+        self._next[table] = first + count
+        return first
 
     # -- dispatch ----------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ def test_webhook_client_forgets_connections_the_subscriber_closed():
         url = f"http://127.0.0.1:{server.server_address[1]}/events?x=1"
         statuses = [client.post(url, b"[]", {"Content-Type": "application/json"}, 5).status for _ in range(5)]
         assert statuses == [200] * 5
-        assert len(client._all) == 0
+        assert client.open_connections() == 0
     finally:
         client.close()
         server.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import orjson
@@ -24,6 +25,9 @@ class FakeClient:
             return Response(None, 1.0, error="connection refused")
         return Response(status, 2.5, b"")
 
+    async def deliver(self, url, body, headers, timeout):
+        return self.post(url, body, headers, timeout)
+
     def request(self, method, url, body, headers, timeout):
         return self.post(url, body or b"null", headers, timeout)
 
@@ -31,8 +35,8 @@ class FakeClient:
         pass
 
 
-def inline(fn, *args):
-    fn(*args)
+def inline(work):
+    asyncio.run(work)
 
 
 def dispatch(engine):

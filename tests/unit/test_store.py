@@ -10,10 +10,11 @@ import pytest
 from broker.store import Store
 
 
-def append(store: Store, n: int, sub: str | None = "sub"):
+def append(store: Store, n: int, sub: str | None = "sub", claimed: bool = False):
+    """Store n events with one delivery each (to `sub`); return their sequence numbers."""
     events = [(f"id{i}", "T", "s", b'{"id": "x"}') for i in range(n)]
-    routes = [[(sub, 1e12)] if sub else [] for _ in range(n)]
-    return store.append("default", events, routes, 1.0)
+    routes = [[(sub, 1e12, claimed)] if sub else [] for _ in range(n)]
+    return store.append("default", events, routes, 1.0)[0]
 
 
 def test_append_numbers_events_in_order_and_continues_after_reopen(tmp_path):
@@ -60,6 +61,20 @@ def test_concurrent_writers_all_land_with_unique_sequence_numbers(tmp_path):
     every = sorted(s for seqs in results for s in seqs)
     assert every == list(range(1, 8 * 20 * 5 + 1))
     assert store.event_count() == 800 and store.status_totals() == {"pending": 800}
+    store.close()
+
+
+def test_deliveries_claimed_at_birth_are_inflight_with_the_ids_append_returned(tmp_path):
+    store = Store(tmp_path / "b.db")
+    append(store, 2)
+    events = [("a", "T", "s", b"{}"), ("b", "T", "s", b"{}")]
+    seqs, first_id = store.append("default", events, [[("one", 9.0, True), ("two", 9.0, False)], [("one", 9.0, True)]], 1.0)
+    rows = store.read("SELECT id, event_seq, subscription, status FROM deliveries WHERE id >= ? ORDER BY id", (first_id,))
+    assert seqs == [3, 4] and first_id == 3
+    assert [(r["id"], r["event_seq"], r["subscription"], r["status"]) for r in rows] == [
+        (3, 3, "one", "inflight"), (4, 3, "two", "pending"), (5, 4, "one", "inflight")]
+    assert store.claim("default", "one", 10.0, 10) == []  # already claimed: nobody else sends them
+    assert store.recover() == 2 and len(store.claim("default", "one", 10.0, 10)) == 2  # a restart re-sends them
     store.close()
 
 
