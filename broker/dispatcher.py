@@ -190,7 +190,7 @@ class Dispatcher:
             with self._lock:
                 buffered = len(lane.buffer)
             if buffered < LOW_WATER:
-                want = max(CLAIM_AHEAD, 2 * self.config.subscription_concurrency * sub.max_events_per_batch) - buffered
+                want = self._capacity(sub) - buffered
                 claimed = self.store.claim(sub.topic, sub.name, now, want)
                 with self._lock:
                     lane.buffer.extend(claimed)
@@ -218,8 +218,12 @@ class Dispatcher:
         with self._lock:
             return {
                 s.key for s in subs
-                if (lane := self._lanes.get(s.key)) is not None and lane.caught_up and len(lane.buffer) + count <= CLAIM_AHEAD
+                if (lane := self._lanes.get(s.key)) is not None and lane.caught_up and len(lane.buffer) + count <= self._capacity(s)
             }
+
+    def _capacity(self, sub: Subscription) -> int:
+        """How many deliveries a lane holds at most: enough for every worker's next request twice."""
+        return max(CLAIM_AHEAD, 2 * self.config.subscription_concurrency * sub.max_events_per_batch)
 
     def hand_over(self, handed: list[tuple[Subscription, list[Claimed]]]) -> None:
         """Deliveries claimed at birth (see `direct`), after their commit: into their lanes."""

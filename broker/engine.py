@@ -80,33 +80,31 @@ class Engine:
         now = self.clock.now()
         subs = [s for s in topic.subscriptions.values() if s.routable]
         direct = self.dispatcher.direct(subs, len(events)) if subs else set()
+        claimed = {sub.name: sub.key in direct for sub in subs}
+        expires = {sub.name: now + self.clock.scaled(sub.retry.ttl_seconds) for sub in subs}
+        filtered = [sub for sub in subs if not sub.filter.matches_everything]
         topic_path = self.config.topic_path(topic.name)
         rows, routes = [], []
         for event in events:
-            envelope = None
-            route = []
-            for sub in subs:
-                if not sub.filter.matches_everything:
-                    if envelope is None:
-                        envelope = schemas.render(event, event.input_schema, topic_path)
-                    if not sub.filter.matches(envelope):
-                        continue
-                route.append((sub, now + self.clock.scaled(sub.retry.ttl_seconds)))
+            route = subs
+            if filtered:
+                envelope = schemas.render(event, event.input_schema, topic_path)
+                route = [sub for sub in subs if sub.filter.matches_everything or sub.filter.matches(envelope)]
             rows.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
             routes.append(route)
         seqs, delivery_id = self.store.append(
-            topic.name, rows, [[(sub.name, expires, sub.key in direct) for sub, expires in route] for route in routes], now
+            topic.name, rows, [[(sub.name, expires[sub.name], claimed[sub.name]) for sub in route] for route in routes], now
         )
         deliveries = sum(map(len, routes))
         if deliveries:
-            handed: dict[tuple[str, str], tuple[Subscription, list[Claimed]]] = {}
+            handed: dict[str, tuple[Subscription, list[Claimed]]] = {}
             pending = False
             for seq, event, row, route in zip(seqs, events, rows, routes, strict=True):
                 if route:
                     self.dispatcher.renderings.add(seq, event)
-                for sub, expires in route:
-                    if sub.key in direct:
-                        handed.setdefault(sub.key, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, expires, row[3]))
+                for sub in route:
+                    if claimed[sub.name]:
+                        handed.setdefault(sub.name, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, expires[sub.name], row[3]))
                     else:
                         pending = True
                     delivery_id += 1
@@ -124,7 +122,7 @@ class Engine:
             for seq, event, route in zip(seqs, events, routes, strict=True):
                 self.feed.publish("event", {
                     "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
-                    "time": event.time, "receivedAt": now, "subscriptions": [sub.name for sub, _ in route],
+                    "time": event.time, "receivedAt": now, "subscriptions": [sub.name for sub in route],
                 })
         return deliveries
 

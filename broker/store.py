@@ -9,9 +9,9 @@ per-thread connections and never block the writer (WAL).
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +86,12 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._next: dict[str, int] = {}  # next events.seq / deliveries.id, owned by the writer thread
+        self._jobs: deque[_Job] = deque()  # appended by anyone, taken only under _write_lock
+        self._queued = threading.Event()  # wakes the writer thread
+        self._write_lock = threading.Lock()  # held while a group runs: one transaction at a time
+        self._leader: int | None = None  # the thread running the current group
+        self._stopping = False
+        self._next: dict[str, int] = {}  # next events.seq / deliveries.id, used under _write_lock
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -108,71 +112,94 @@ class Store:
 
     # -- the writer: group commit ----------------------------------------------------------------
     #
-    # Every write runs on one writer thread. Callers hand it a function and wait; the writer takes
-    # every job queued meanwhile and runs them in ONE transaction, each inside its own savepoint (a
-    # failing job is rolled back alone and raises in its caller). One commit then makes a whole
-    # group durable. Under load this turns hundreds of commits per second, each a WAL write and a
-    # GIL hand-off between competing threads, into a few dozen.
+    # One write transaction at a time runs a GROUP of jobs, each inside its own savepoint (a failing
+    # job is rolled back alone and raises in its caller), and one commit makes the whole group
+    # durable. A caller that finds no group running leads one itself, taking along every job queued
+    # meanwhile: no thread hand-off at all when writes do not overlap. A caller that finds a group
+    # running queues its job and waits; the writer thread (or the next leader) commits everything
+    # queued in the next group. Under load this turns hundreds of commits per second, each a WAL
+    # write and GIL hand-offs between competing threads, into a few dozen; jobs that nobody waits
+    # for (`_submit`) always have the writer thread to run them.
 
     def _transact(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run `fn(db)` in a write transaction (shared with concurrent callers); return its result."""
-        if threading.current_thread() is self._writer:
+        if self._leader == threading.get_ident():  # a job writing more: it is in the transaction
             return fn(self._db())
-        if not self._writer.is_alive():
+        if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
         job = _Job(fn)
-        self._jobs.put(job)
-        while not job.done.wait(1.0):
-            if not self._writer.is_alive():
-                raise StoreClosed("the store was closed before this write ran")
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._run_group(self._db(), [job, *self._take(MAX_GROUP - 1)])
+            finally:
+                self._write_lock.release()
+        else:
+            self._jobs.append(job)
+            self._queued.set()
+            while not job.done.wait(1.0):
+                if not self._writer.is_alive():
+                    raise StoreClosed("the store was closed before this write ran")
         if job.error is not None:
             raise job.error
         return job.result
 
     def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        """Queue a write without waiting for its commit (a failure is logged by the writer)."""
-        if not self._writer.is_alive():
+        """Queue a write without waiting for its commit (a failure is logged)."""
+        if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        self._jobs.put(_Job(fn, waited=False))
+        self._jobs.append(_Job(fn, waited=False))
+        self._queued.set()
 
     def flush(self) -> None:
-        """Wait until every write queued so far is committed."""
+        """Wait until every write queued so far is committed (jobs are only taken from the queue
+        under the write lock, so once this one's group ran, every earlier job's had)."""
         self._transact(lambda db: None)
+
+    def _take(self, limit: int) -> list[_Job]:
+        jobs = []
+        while self._jobs and len(jobs) < limit:
+            jobs.append(self._jobs.popleft())
+        return jobs
 
     def _write_loop(self) -> None:
         db = self._db()
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            jobs = [job]
-            while len(jobs) < MAX_GROUP:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._jobs.put(None)  # stop after this group
-                    break
-                jobs.append(nxt)
-            self._run_group(db, jobs)
+            self._queued.wait()
+            with self._write_lock:
+                self._queued.clear()
+                jobs = self._take(MAX_GROUP)
+                if jobs:
+                    self._run_group(db, jobs)
+                if self._jobs:
+                    self._queued.set()  # more than one group's worth
+                elif self._stopping:
+                    return
 
     def _run_group(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """Run jobs in one transaction (the caller holds the write lock)."""
+        self._leader = threading.get_ident()
         try:
             db.execute("BEGIN IMMEDIATE")
+            alone = len(jobs) == 1  # no savepoint needed: its failure rolls back the transaction
             for job in jobs:
-                db.execute("SAVEPOINT job")
+                if not alone:
+                    db.execute("SAVEPOINT job")
                 try:
                     job.result = job.fn(db)
-                    db.execute("RELEASE job")
+                    if not alone:
+                        db.execute("RELEASE job")
                 except Exception as exc:  # this job only: undo it, tell its caller
-                    db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
+                    if alone:
+                        db.execute("ROLLBACK")
+                    else:
+                        db.execute("ROLLBACK TO job")
+                        db.execute("RELEASE job")
                     self._next.clear()  # re-read: the rolled-back job may have taken numbers
                     job.error = exc
                     # A caller that waits gets the error; one that did not is only told by the log.
                     log.log(logging.DEBUG if job.done is not None else logging.ERROR, "write rolled back", exc_info=True)
-            db.execute("COMMIT")
+            if db.in_transaction:
+                db.execute("COMMIT")
         except sqlite3.Error as exc:  # the commit itself failed: nothing of the group is stored
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -182,15 +209,17 @@ class Store:
             if any(job.done is None for job in jobs):
                 log.error("a commit failed; completions nobody waited for stay in flight and are sent again at the next start", exc_info=True)
         finally:
+            self._leader = None
             for job in jobs:
                 if job.done is not None:
                     job.done.set()
 
     def close(self) -> None:
         if self._writer.is_alive():
-            self._jobs.put(None)
+            self._stopping = True  # the writer commits what is queued, then ends
+            self._queued.set()
             self._writer.join(10)
-        with self._connections_lock:
+        with self._write_lock, self._connections_lock:  # not under a leader's running group
             for db in self._connections:
                 try:
                     db.close()
