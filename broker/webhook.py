@@ -59,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
+        self._until_close = False  # the answer has no length: its body ends with the connection
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._kept = 0
@@ -82,7 +83,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done():  # a body that runs to the end of the connection (no length)
+        if self._until_close and self._headers_done():  # its body ran to the end of the connection
             self._finish(keep_alive=False)
         elif not self._received:
             self._fail(_Stale("the connection was closed before any answer"))
@@ -93,6 +94,10 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        names = {name.lower() for name, _ in self._headers}
+        self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
 
     def on_body(self, body: bytes) -> None:
         if self._kept < MAX_BODY_KEPT:

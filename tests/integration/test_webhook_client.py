@@ -57,3 +57,144 @@ def test_webhook_client_reports_refused_connections_and_timeouts_without_raising
         timed = client.post(f"http://127.0.0.1:{silent.getsockname()[1]}/x", b"[]", {}, 0.3)
     assert timed.status is None and timed.timed_out
     client.close()
+
+
+class ScriptedServer:
+    """A raw TCP server on loopback answering each request with scripted bytes, so the client
+    meets the answers real subscribers give (chunked, HTTP/1.0, interim 100, cut off, TLS)."""
+
+    def __init__(self, answers, tls=None):
+        import socket
+
+        self.answers = list(answers)  # (response bytes, close the connection after it)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.tls = tls
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            with conn:
+                buffer = b""
+                while self.answers:
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        buffer += chunk
+                    if b"\r\n\r\n" not in buffer:
+                        break  # the client closed this connection
+                    head, _, rest = buffer.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(rest) < length:
+                        rest += conn.recv(65536)
+                    self.requests.append(head + b"\r\n\r\n" + rest[:length])
+                    buffer = rest[length:]
+                    answer, close = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if close:
+                        break
+
+    def url(self, path="/hook?code=a%20b&x=1", scheme="http"):
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def client():
+    c = WebhookClient()
+    yield c
+    c.close()
+
+
+def test_request_bytes_carry_the_path_and_query_exactly_host_length_and_headers(client):
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False)])
+    resp = client.post(server.url(), b'[{"id":"1"}]', {"aeg-event-type": "Notification", "Content-Type": "application/json"}, 5)
+    assert (resp.status, resp.body, resp.error) == (200, b"ok", None)
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /hook?code=a%20b&x=1 HTTP/1.1"
+    assert {b"Host: 127.0.0.1:%d" % server.port, b"aeg-event-type: Notification", b"Content-Length: 12"} <= set(lines)
+    assert body == b'[{"id":"1"}]'
+    server.close()
+
+
+def test_chunked_answers_are_read_whole_and_the_connection_is_kept(client):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    server = ScriptedServer([(chunked, False), (b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", False)])
+    first = client.post(server.url(), b"[]", {}, 5)
+    second = client.post(server.url(), b"[]", {}, 5)
+    assert (first.status, first.body) == (200, b"hello world")
+    assert second.status == 202 and server.connections == 1
+    server.close()
+
+
+def test_an_http10_answer_without_length_runs_to_the_close(client):
+    server = ScriptedServer([(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbye", True)])
+    resp = client.post(server.url(), b"[]", {}, 5)
+    assert (resp.status, resp.body, resp.headers["Content-Type"]) == (200, b"bye", "text/plain")
+    assert client.open_connections() == 0
+    server.close()
+
+
+def test_an_interim_100_continue_is_skipped_for_the_final_answer(client):
+    server = ScriptedServer([(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False)])
+    assert client.post(server.url(), b"[]", {}, 5).status == 204
+    server.close()
+
+
+def test_an_answer_cut_off_mid_body_is_a_failed_attempt_not_a_success(client):
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", True)])
+    resp = client.post(server.url(), b"[]", {}, 5)
+    assert resp.status is None and "closed" in resp.error
+    server.close()
+
+
+def test_a_keep_alive_connection_the_subscriber_dropped_is_replaced_once(client):
+    # The first answer keeps the connection open as far as the client knows, then the server
+    # drops it: the next request must go out again on a new connection, not fail.
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+                             (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)])
+    assert client.post(server.url(), b"[1]", {}, 5).status == 200
+    assert client.post(server.url(), b"[2]", {}, 5).status == 200
+    assert server.connections == 2 and [r.endswith(b"[2]") for r in server.requests] == [False, True]
+    server.close()
+
+
+def test_header_values_that_would_split_the_request_are_refused_before_sending(client):
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)])
+    resp = client.post(server.url(), b"[]", {"X-Order": "1\r\nX-Injected: yes"}, 5)
+    assert resp.status is None and "illegal header" in resp.error
+    assert server.requests == []
+    server.close()
+
+
+def test_https_endpoints_with_self_signed_certificates_are_delivered_to(client, tmp_path):
+    import ssl
+
+    from broker.tls import ensure_certificate
+
+    cert, key = ensure_certificate(tmp_path, None, None)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)], tls=tls)
+    resp = client.post(server.url(scheme="https"), b"[]", {}, 5)
+    assert (resp.status, resp.error) == (200, None)
+    assert server.requests[0].startswith(b"POST /hook?code=a%20b&x=1 HTTP/1.1\r\n")
+    server.close()

@@ -239,3 +239,35 @@ def test_prune_removes_only_delivered_events_past_retention(engine, client, fake
     assert engine.store.prune(clock.now() + 1) == 2
     assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events")] == ["e5"]
 
+
+
+def test_fresh_deliveries_go_straight_to_a_caught_up_lane_without_a_claim(engine, client, fake, monkeypatch):
+    subscribe(client)
+    publish(client)
+    dispatch(engine)  # the lane exists and its claim found nothing more: caught up
+    monkeypatch.setattr(engine.dispatcher, "_direct", True)  # as when started
+    monkeypatch.setattr(engine.dispatcher, "_submit", inline)
+    claims = []
+    real_claim = engine.store.claim
+    monkeypatch.setattr(engine.store, "claim", lambda *a: claims.append(a) or real_claim(*a))
+
+    publish(client, n=2, start=1)  # delivered inside the publish, by the lane's worker
+
+    engine.store.flush()
+    assert [r["body"][0]["id"] for r in fake.requests] == ["e0", "e1", "e2"]
+    assert claims == [] and statuses(engine) == {"delivered": 3}
+
+
+def test_a_lane_that_is_behind_gets_fresh_deliveries_as_pending_in_order(engine, client, fake, monkeypatch):
+    subscribe(client)
+    publish(client)
+    dispatch(engine)
+    monkeypatch.setattr(engine.dispatcher, "_direct", True)
+    monkeypatch.setattr(engine.dispatcher, "_submit", inline)
+    sub = engine.registry.subscription("default", "orders-sub")
+    engine.dispatcher._lanes[sub.key].caught_up = False  # a backlog is still in the store
+
+    publish(client, n=2, start=1)
+    assert len(fake.requests) == 1 and statuses(engine) == {"delivered": 1, "pending": 2}
+    dispatch(engine)
+    assert [r["body"][0]["id"] for r in fake.requests] == ["e0", "e1", "e2"] and statuses(engine) == {"delivered": 3}

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from broker.store import Store
+from tests.waiting import wait_until
 
 
 def append(store: Store, n: int, sub: str | None = "sub", claimed: bool = False):
@@ -75,6 +76,23 @@ def test_deliveries_claimed_at_birth_are_inflight_with_the_ids_append_returned(t
         (3, 3, "one", "inflight"), (4, 3, "two", "pending"), (5, 4, "one", "inflight")]
     assert store.claim("default", "one", 10.0, 10) == []  # already claimed: nobody else sends them
     assert store.recover() == 2 and len(store.claim("default", "one", 10.0, 10)) == 2  # a restart re-sends them
+    store.close()
+
+
+def test_a_write_nobody_waits_for_is_committed_by_the_writer_thread_alone(tmp_path):
+    store = Store(tmp_path / "b.db")
+    store._submit(lambda db: db.execute("INSERT INTO events (seq, topic, event_id, event_type, body, received_at) VALUES (7, 't', 'q', 'T', x'00', 0)"))
+    wait_until(lambda: store.event_count() == 1, 5, "the queued write to be committed")
+    store.close()
+
+
+def test_flush_returns_only_after_every_earlier_queued_write_is_committed(tmp_path):
+    store = Store(tmp_path / "b.db")
+    for i in range(50):
+        store._submit(lambda db, i=i: db.execute(
+            "INSERT INTO events (seq, topic, event_id, event_type, body, received_at) VALUES (?, 't', 'q', 'T', x'00', 0)", (i + 1,)))
+    store.flush()
+    assert store.event_count() == 50
     store.close()
 
 
