@@ -123,6 +123,7 @@ class Dispatcher:
         self._starved = False  # a lane got fewer workers than it wanted (delivery_workers cap)
         self._direct = False  # fresh deliveries may be handed over at publish (running only)
         self._completed: list[Outcome] = []  # outcomes of this loop pass, not yet handed to the store
+        self._tally: dict = {}  # and their metric counts, not yet added
         self._metric_children: dict = {}  # by (subscription key, outcome; None for the latency histogram)
         self._next_prune = 0.0
 
@@ -415,6 +416,7 @@ class Dispatcher:
         store together at the end of this loop pass; dead letters and expiries run in a thread and
         wait for their commit (a blob is written from the stored record)."""
         dead = [o for o in outcomes if o.status == "deadlettered"]
+        on_loop = attempted and not dead
         if not attempted:
             self.store.expire(outcomes)
         elif dead:
@@ -426,7 +428,11 @@ class Dispatcher:
         if dead:
             self._write_blobs(sub, dead)
         for o in outcomes:
-            self._counter(sub, o.status if o.status != "pending" else "retry").inc()
+            counter = self._counter(sub, o.status if o.status != "pending" else "retry")
+            if on_loop:  # added at the end of the loop pass: one locked inc per kind, not per outcome
+                self._tally[counter] = self._tally.get(counter, 0) + 1
+            else:
+                counter.inc()
         if self.feed.has_listeners:
             for o, c in zip(outcomes, claimed, strict=True):
                 self.feed.publish("attempt", {
@@ -442,6 +448,9 @@ class Dispatcher:
         done, self._completed = self._completed, []
         if done:
             self.store.complete(done, wait=False)
+        tally, self._tally = self._tally, {}
+        for counter, n in tally.items():
+            counter.inc(n)
 
     def _counter(self, sub: Subscription, outcome: str):
         child = self._metric_children.get((sub.key, outcome))
