@@ -204,7 +204,11 @@ class Dispatcher:
         return wait
 
     def _submit(self, work) -> None:
-        asyncio.run_coroutine_threadsafe(work, self.client.loop)
+        try:
+            asyncio.run_coroutine_threadsafe(work, self.client.loop)
+        except RuntimeError:  # the client is closed: the broker is stopping
+            work.close()
+            raise
 
     # -- fresh deliveries, straight from the publish -------------------------------------------------
 
@@ -251,7 +255,11 @@ class Dispatcher:
             lane.workers += hire
             self._workers += hire
         for _ in range(hire):
-            submit(self._work(lane))
+            try:
+                submit(self._work(lane))
+            except RuntimeError:  # stopping: what the lane holds stays inflight in the store and
+                with self._lock:  # is sent again at the next start
+                    self._leave(lane)
 
     def _retire_lanes(self, active: dict) -> None:
         """Lanes of deleted or no longer validated subscriptions give their claims back."""

@@ -169,14 +169,17 @@ class WebhookClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closed = False
 
     # -- the loop --------------------------------------------------------------------------------
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop requests run on, started on first use."""
+        """The event loop requests run on, started on first use (RuntimeError once closed)."""
         if self._loop is None:
             with self._start_lock:
+                if self._closed:
+                    raise RuntimeError("the webhook client is closed")
                 if self._loop is None:
                     loop = asyncio.new_event_loop()
                     self._thread = threading.Thread(target=loop.run_forever, name="webhook-loop", daemon=True)
@@ -189,6 +192,7 @@ class WebhookClient:
         with self._start_lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            self._closed = True
         if loop is None:
             return
         try:
@@ -320,7 +324,10 @@ class WebhookClient:
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float) -> Response:
         """The blocking form, for threads other than the loop's."""
-        loop = self.loop
+        try:
+            loop = self.loop
+        except RuntimeError as exc:  # closed: the broker is stopping
+            return Response(None, 0.0, error=str(exc))
         if threading.current_thread() is self._thread:
             raise RuntimeError("request() would block the client's own loop; await send() there")
         return asyncio.run_coroutine_threadsafe(self.send(method, url, body, headers, timeout), loop).result(timeout + 5)

@@ -198,3 +198,14 @@ def test_https_endpoints_with_self_signed_certificates_are_delivered_to(client, 
     assert (resp.status, resp.error) == (200, None)
     assert server.requests[0].startswith(b"POST /hook?code=a%20b&x=1 HTTP/1.1\r\n")
     server.close()
+
+
+def test_a_closed_client_answers_with_an_error_instead_of_starting_again():
+    client = WebhookClient()
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)])
+    assert client.post(server.url(), b"[]", {}, 5).status == 200
+    client.close()
+    resp = client.post(server.url(), b"[]", {}, 5)
+    assert resp.status is None and "closed" in resp.error
+    assert client._thread is None and client.open_connections() == 0
+    server.close()
