@@ -35,13 +35,14 @@ class StoreClosed(RuntimeError):
 
 
 class _Job:
-    __slots__ = ("fn", "result", "error", "done")
+    __slots__ = ("fn", "result", "error", "done", "waited")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], waited: bool = True) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], waited: bool = True, queued: bool = True) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event() if waited else None  # nobody waits for a submitted job
+        self.waited = waited  # its caller reads the result or the error
+        self.done = threading.Event() if waited and queued else None  # what a queued caller waits on
 
 
 @dataclass(slots=True)
@@ -127,13 +128,14 @@ class Store:
             return fn(self._db())
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        job = _Job(fn)
         if self._write_lock.acquire(blocking=False):
+            job = _Job(fn, queued=False)  # run right here: nothing to wait for
             try:
                 self._run_group(self._db(), [job, *self._take(MAX_GROUP - 1)])
             finally:
                 self._write_lock.release()
         else:
+            job = _Job(fn)
             self._jobs.append(job)
             self._queued.set()
             while not job.done.wait(1.0):
@@ -197,7 +199,7 @@ class Store:
                     self._next.clear()  # re-read: the rolled-back job may have taken numbers
                     job.error = exc
                     # A caller that waits gets the error; one that did not is only told by the log.
-                    log.log(logging.DEBUG if job.done is not None else logging.ERROR, "write rolled back", exc_info=True)
+                    log.log(logging.DEBUG if job.waited else logging.ERROR, "write rolled back", exc_info=True)
             if db.in_transaction:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:  # the commit itself failed: nothing of the group is stored
@@ -206,7 +208,7 @@ class Store:
             self._next.clear()
             for job in jobs:
                 job.error = job.error or exc
-            if any(job.done is None for job in jobs):
+            if not all(job.waited for job in jobs):
                 log.error("a commit failed; completions nobody waited for stay in flight and are sent again at the next start", exc_info=True)
         finally:
             self._leader = None
