@@ -99,7 +99,7 @@ def _query(raw: str) -> dict[str, str]:
     common case and needs no decoding."""
     if not raw:
         return {}
-    if "&" not in raw and "%" not in raw and "+" not in raw and ";" not in raw:
+    if "&" not in raw and "%" not in raw and "+" not in raw:
         name, _, value = raw.partition("=")
         return {name: value} if name and value else {}
     return {k: v[0] for k, v in parse_qs(raw).items()}

@@ -67,7 +67,6 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._kept = 0
-        self._complete = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -87,7 +86,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._until_close and self._headers_done():  # its body ran to the end of the connection
+        if self._until_close:  # headers came without a length: the body ran to the end of the connection
             self._finish(keep_alive=False)
         elif not self._received:
             self._fail(_Stale("the connection was closed before any answer"))
@@ -117,14 +116,7 @@ class _Connection(asyncio.Protocol):
 
     # -- use -------------------------------------------------------------------------------------
 
-    def _headers_done(self) -> bool:
-        try:
-            return self._parser.get_status_code() > 0 and not self._complete
-        except httptools.HttpParserError:
-            return False
-
     def _finish(self, keep_alive: bool) -> None:
-        self._complete = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._headers}
