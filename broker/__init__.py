@@ -28,6 +28,9 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     app.register_blueprint(management.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(dashboard.bp)
+    # Delivery results reach the store a few milliseconds after the attempt (see Store._submit):
+    # whatever a read shows includes every attempt already announced on the live feed.
+    app.before_request(engine.store.settle)
     app.wsgi_app = PublishMiddleware(app.wsgi_app, engine)  # the publish hot path, without Flask
     if start:
         engine.start()

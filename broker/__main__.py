@@ -6,12 +6,12 @@ import logging
 import signal
 import sys
 
-from waitress import create_server
-
 from servicekit.logs import configure_logging
 
 from . import create_app
 from .config import Config
+from .ingress import is_publish
+from .serving import make_server
 from .tls import TlsTerminator, ensure_certificate
 
 log = logging.getLogger("broker")
@@ -26,7 +26,7 @@ def main() -> int:
     configure_logging("broker", config.log_level)
     app = create_app(config)
     engine = app.extensions["broker"]
-    server = create_server(app, host=config.host, port=config.port, threads=config.threads,
+    server = make_server(app, is_publish, host=config.host, port=config.port, threads=config.threads,
                            ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120,
                            channel_request_lookahead=1)  # a closed dashboard tab frees its thread at once
 

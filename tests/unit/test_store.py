@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from broker import store as store_module
 from broker.store import Store
 from tests.waiting import wait_until
 
@@ -84,6 +85,40 @@ def test_a_write_nobody_waits_for_is_committed_by_the_writer_thread_alone(tmp_pa
     store._submit(lambda db: db.execute("INSERT INTO events (seq, topic, event_id, event_type, body, received_at) VALUES (7, 't', 'q', 'T', x'00', 0)"))
     wait_until(lambda: store.event_count() == 1, 5, "the queued write to be committed")
     store.close()
+
+
+def _insert(seq):
+    return lambda db: db.execute(
+        "INSERT INTO events (seq, topic, event_id, event_type, body, received_at) VALUES (?, 't', 'q', 'T', x'00', 0)", (seq,))
+
+
+def test_a_lazy_write_waits_for_its_interval_then_the_writer_thread_commits_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "LAZY_WRITE_SECONDS", 0.5)
+    store = Store(tmp_path / "b.db")
+    store._submit(_insert(1), lazy=True)
+    store._submit(_insert(2), lazy=True)
+    assert store.event_count() == 0  # not committed at once: other writes may still join it
+    wait_until(lambda: store.event_count() == 2, 5, "the lazy writes to be committed")
+    store.close()
+
+
+def test_a_lazy_write_rides_along_with_the_next_write_anyone_commits(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "LAZY_WRITE_SECONDS", 60)
+    store = Store(tmp_path / "b.db")
+    store._submit(_insert(100), lazy=True)
+    append(store, 1)
+    assert store.event_count() == 2
+    store._submit(_insert(101), lazy=True)
+    store.settle()  # what the API does before serving a request
+    assert store.event_count() == 3
+    store._submit(_insert(102), lazy=True)
+    store._submit(_insert(103))  # a write that is not lazy does not wait for the lazy one's interval
+    wait_until(lambda: store.event_count() == 5, 5, "the queued writes to be committed")
+    store._submit(_insert(104), lazy=True)
+    store.close()  # commits what is queued
+    reopened = Store(tmp_path / "b.db")
+    assert reopened.event_count() == 6
+    reopened.close()
 
 
 def test_flush_returns_only_after_every_earlier_queued_write_is_committed(tmp_path):
