@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from .checkpointer import KEEP_BYTES, Checkpointer
+
 log = logging.getLogger("broker.store")
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
@@ -103,6 +105,8 @@ class Store:
         self._next: dict[str, int] = {}  # next events.seq / deliveries.id, used under _write_lock
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
+        self.checkpointer = Checkpointer(self.path, self.sync, self._write_lock)
+        self.checkpointer.start()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -112,6 +116,8 @@ class Store:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.sync}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it (see there)
+            db.execute(f"PRAGMA journal_size_limit={KEEP_BYTES}")
             db.execute("PRAGMA foreign_keys=OFF")
             db.row_factory = sqlite3.Row
             self._local.db = db
@@ -246,6 +252,7 @@ class Store:
                     job.done.set()
 
     def close(self) -> None:
+        self.checkpointer.stop()
         if self._writer.is_alive():
             self._stopping = True  # the writer commits what is queued, then ends
             self._queued.set()

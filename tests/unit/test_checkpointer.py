@@ -1,0 +1,67 @@
+"""The store's write-ahead log is checkpointed off the commit path and stays bounded."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from broker.checkpointer import Checkpointer
+from broker.store import Store
+from tests.waiting import wait_until
+
+
+def wal_bytes(store: Store) -> int:
+    wal = f"{store.path}-wal"
+    return os.path.getsize(wal) if os.path.exists(wal) else 0
+
+
+def test_commits_never_checkpoint_themselves(tmp_path):
+    store = Store(tmp_path / "b.db")
+    try:
+        assert store._db().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_the_checkpointer_copies_the_log_into_the_database_in_the_background(tmp_path):
+    store = Store(tmp_path / "b.db")
+    store.checkpointer.stop()  # until the writes are done: the database file holds the schema only
+    try:
+        body = b"x" * 2000
+        for i in range(200):
+            store.append("default", [(f"id{i}", "T", "s", body)], [[]], 1.0)
+        probe = store._db()
+        assert os.path.getsize(store.path) < 100 * 1024 and wal_bytes(store) > 200 * len(body)
+        store.checkpointer = Checkpointer(store.path, store.sync, store._write_lock, interval=0.02)
+        store.checkpointer.start()
+
+        def fully_copied():
+            # A PASSIVE checkpoint of our own finds nothing left to copy once the checkpointer ran.
+            _busy, frames, copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return frames > 0 and frames == copied
+
+        wait_until(fully_copied, 5, "the checkpointer to copy the log")
+        assert os.path.getsize(store.path) > 200 * len(body)  # the events are in the database file now
+    finally:
+        store.close()
+
+
+def test_the_log_is_started_over_under_steady_writes(tmp_path):
+    """Writes that never pause would grow the log for ever with PASSIVE checkpoints alone."""
+    store = Store(tmp_path / "b.db")
+    store.checkpointer.stop()
+    store.checkpointer = Checkpointer(store.path, store.sync, store._write_lock, interval=0.01, reset_bytes=256 << 10)
+    store.checkpointer.start()
+    body = b"y" * 3000
+    written, deadline = 0, time.monotonic() + 20
+    try:
+        while (store.checkpointer.resets < 3 or written < 10_000) and time.monotonic() < deadline:
+            store.append("default", [(f"e{written}", "T", "s", body)], [[]], 1.0)
+            written += 1
+        assert store.checkpointer.resets >= 3
+        # Never started over, the log would hold every event's bytes, 30 MB (and index pages on top).
+        # Started over, it stays at what is written between two rounds (~7 MB at this pace).
+        assert wal_bytes(store) < written * len(body) / 3, f"{written} writes left a {wal_bytes(store)} byte log"
+        assert store.event_count() == written
+    finally:
+        store.close()
