@@ -8,8 +8,9 @@ SQLite and hands its deliveries to the dispatcher's loop), so it is served right
 Every other request (the dashboard's event stream, management calls, the prototype's API) still goes
 to the worker threads, so a slow one cannot hold up the I/O thread.
 
-This uses two hooks of waitress 3.0 (pinned): `create_server(_dispatcher=...)` and the server's
-`channel_class`. `tests/unit/test_serving.py` fails if either stops working.
+This uses hooks of waitress 3.0 (pinned): `create_server(_dispatcher=...)`, the server's
+`channel_class` and its `pull_trigger`. `tests/integration/test_serving.py` fails if they stop
+working.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _Channel(HTTPChannel):
     serve_here = False  # a request is ready and the dispatcher left it to us
 
     def handle_read(self):
-        self.reader = threading.get_ident()
+        self.reader = self.server.io_thread = threading.get_ident()
         try:
             super().handle_read()
             # received() has released the channel's lock; service() takes it again. A pipelined
@@ -64,4 +65,14 @@ def make_server(app, inline: Callable[[str, str], bool], threads: int, **adjustm
     dispatcher.set_thread_count(threads)
     server = create_server(app, _dispatcher=dispatcher, threads=threads, **adjustments)
     server.channel_class = _Channel
+    server.io_thread = None
+    wake = server.pull_trigger
+
+    def pull_trigger():
+        # Wakes the I/O thread out of select() after a worker wrote. A request served on the I/O
+        # thread itself would only make it read its own wake-up byte on the next pass.
+        if threading.get_ident() != server.io_thread:
+            wake()
+
+    server.pull_trigger = pull_trigger
     return server

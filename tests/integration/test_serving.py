@@ -9,6 +9,7 @@ import pytest
 
 from broker.ingress import is_publish
 from broker.serving import make_server
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ class Recorder:
         if path == "/slow":
             self.slow_started.set()
             self.release.wait(10)
-        body = path.encode()
+        body = path.encode() * (5_000_000 if path == "/big" else 1)
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
 
@@ -35,9 +36,11 @@ class Recorder:
 @pytest.fixture
 def served():
     app = Recorder()
-    server = make_server(app, is_publish, threads=2, host="127.0.0.1", port=0, channel_request_lookahead=1)  # as the broker
+    server = make_server(app, is_publish, threads=2, host="127.0.0.1", port=0, channel_request_lookahead=1,  # as the broker
+                         asyncore_loop_timeout=0.05)  # close() from another thread: the loop notices soon
     loop = threading.Thread(target=server.run, name="io-thread", daemon=True)
     loop.start()
+    app.server = server
     yield app, server.effective_port
     app.release.set()
     server.close()
@@ -50,18 +53,15 @@ def request(method: str, path: str, body: bytes = b"") -> bytes:
 
 def read_answers(sock: socket.socket, count: int) -> list[bytes]:
     """The bodies of `count` answers, in the order they arrived (each body is its request's path)."""
-    data, bodies = b"", []
-    while len(bodies) < count:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {len(bodies)} answers"
-        data += chunk
-        while b"\r\n\r\n" in data:
-            head, rest = data.split(b"\r\n\r\n", 1)
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-            if len(rest) < length:
-                break
-            bodies.append(rest[:length])
-            data = rest[length:]
+    stream = sock.makefile("rb")
+    bodies = []
+    for _ in range(count):
+        length = None
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        assert length is not None, f"connection closed after {len(bodies)} answers"
+        bodies.append(stream.read(length))
     return bodies
 
 
@@ -98,3 +98,37 @@ def test_a_slow_request_on_a_worker_does_not_hold_up_publishes(served):
             assert read_answers(fast, 1) == [b"/api/events"]
         app.release.set()
         assert read_answers(slow, 1) == [b"/slow"]
+
+
+def test_a_large_answer_written_by_a_worker_is_sent_to_the_end(served):
+    """What the worker cannot send at once (20 MB is more than a socket buffer takes), the I/O
+    thread sends once the worker wakes it."""
+    app, port = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request("GET", "/big") + request("POST", "/api/events", b"[]"))
+        assert read_answers(sock, 2) == [b"/big" * 5_000_000, b"/api/events"]
+    assert app.threads["/big"] != "io-thread"
+
+
+def test_only_workers_wake_the_io_thread(served):
+    """A worker that wrote must wake the I/O thread out of select(); a publish served on the I/O
+    thread must not (that wake-up cost more than a tenth of a publish)."""
+    app, port = served
+    trigger = app.server.trigger
+    pulled: list[str] = []
+    pull = trigger.pull_trigger
+
+    def counting(*args):
+        pulled.append(threading.current_thread().name)
+        return pull(*args)
+
+    trigger.pull_trigger = counting
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for _ in range(5):
+            sock.sendall(request("POST", "/api/events", b"[]"))
+            assert read_answers(sock, 1) == [b"/api/events"]
+        assert pulled == []
+        sock.sendall(request("GET", "/api/topics"))
+        assert read_answers(sock, 1) == [b"/api/topics"]
+    wait_until(lambda: pulled, 5, "the worker to wake the I/O thread")  # it does so after answering
+    assert "io-thread" not in pulled
