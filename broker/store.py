@@ -102,6 +102,7 @@ class Store:
         self._write_lock = threading.Lock()  # held while a group runs: one transaction at a time
         self._leader: int | None = None  # the thread running the current group
         self._stopping = False
+        self._lazy_timer = False  # the writer sleeps until the oldest queued lazy job is due
         self._next: dict[str, int] = {}  # next events.seq / deliveries.id, used under _write_lock
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
@@ -164,9 +165,8 @@ class Store:
         wait up to LAZY_WRITE_SECONDS for other writes to share its commit."""
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        jobs = self._jobs
-        jobs.append(_Job(fn, waited=False, due=time.monotonic() + LAZY_WRITE_SECONDS if lazy else 0.0))
-        if not lazy or len(jobs) == 1:  # the first lazy one wakes the writer to set its timer
+        self._jobs.append(_Job(fn, waited=False, due=time.monotonic() + LAZY_WRITE_SECONDS if lazy else 0.0))
+        if not lazy or not self._lazy_timer:  # a lazy one wakes the writer only to set its timer
             self._queued.set()
 
     def flush(self) -> None:
@@ -192,8 +192,11 @@ class Store:
             self._queued.wait(timeout)
             with self._write_lock:
                 self._queued.clear()
+                # Cleared before looking, set after: a lazy job queued in between wakes us itself.
+                self._lazy_timer = False
                 timeout = self._lazy_for()
                 if timeout:
+                    self._lazy_timer = True
                     continue
                 jobs = self._take(MAX_GROUP)
                 if jobs:
