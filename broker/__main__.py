@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -26,6 +27,10 @@ def main() -> int:
     configure_logging("broker", config.log_level)
     app = create_app(config)
     engine = app.extensions["broker"]
+    # What start-up built (modules, the app, its routes) lives as long as the process: out of the
+    # collector's way. A full collection then pauses the broker ~20 ms instead of 40-110 ms (at
+    # 1,000 events/s with a subscriber): a pause that long is in the p99 of every latency run.
+    gc.freeze()
     server = make_server(app, is_publish, host=config.host, port=config.port, threads=config.threads,
                            ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120,
                            channel_request_lookahead=1)  # a closed dashboard tab frees its thread at once
