@@ -130,15 +130,20 @@ class Store:
     #
     # One write transaction at a time runs a GROUP of jobs, each inside its own savepoint (a failing
     # job is rolled back alone and raises in its caller), and one commit makes the whole group
-    # durable. A caller that finds no group running leads one itself, taking along every job queued
-    # meanwhile: no thread hand-off at all when writes do not overlap. A caller that finds a group
-    # running queues its job and waits; the writer thread (or the next leader) commits everything
-    # queued in the next group. Under load this turns hundreds of commits per second, each a WAL
-    # write and GIL hand-offs between competing threads, into a few dozen; jobs that nobody waits
-    # for (`_submit`) always have the writer thread to run them.
+    # durable. A caller that finds no group running runs its own write right away: no thread
+    # hand-off at all when writes do not overlap. A caller that finds a group running queues its job
+    # and waits; the writer thread commits everything queued in its next group. Under load this
+    # turns hundreds of commits per second, each a WAL write and GIL hand-offs between competing
+    # threads, into a few dozen. Jobs that nobody waits for (`_submit`) are the writer thread's too.
 
-    def _transact(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `fn(db)` in a write transaction (shared with concurrent callers); return its result."""
+    def _transact(self, fn: Callable[[sqlite3.Connection], Any], with_queued: bool = False) -> Any:
+        """Run `fn(db)` in a write transaction (shared with concurrent callers); return its result.
+
+        A caller that leads a group commits only its own write, unless `with_queued`: what is
+        queued is the writer thread's, whose SQLite work then runs beside the caller (SQLite lets
+        go of the GIL) rather than in front of the caller's answer. Measured at 1,000 publishes/s
+        with a subscriber, where every publish used to carry a delivery result along: end-to-end
+        p99 over six alternating runs, median 53 -> 36 ms."""
         if self._leader == threading.get_ident():  # a job writing more: it is in the transaction
             return fn(self._db())
         if self._stopping or not self._writer.is_alive():
@@ -146,7 +151,7 @@ class Store:
         if self._write_lock.acquire(blocking=False):
             job = _Job(fn, queued=False)  # run right here: nothing to wait for
             try:
-                self._run_group(self._db(), [job, *self._take(MAX_GROUP - 1)])
+                self._run_group(self._db(), [job, *self._take(MAX_GROUP - 1)] if with_queued else [job])
             finally:
                 self._write_lock.release()
         else:
@@ -172,7 +177,7 @@ class Store:
     def flush(self) -> None:
         """Wait until every write queued so far is committed (jobs are only taken from the queue
         under the write lock, so once this one's group ran, every earlier job's had)."""
-        self._transact(lambda db: None)
+        self._transact(lambda db: None, with_queued=True)
 
     def settle(self) -> None:
         """Commit the queued writes now, so a request that reads next sees them (no-op when none are)."""
