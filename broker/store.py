@@ -31,8 +31,8 @@ FINAL_STATES = ("delivered", "deadlettered", "dropped")
 
 
 MAX_GROUP = 1000  # jobs in one group commit
-# How long a write nobody waits for may stay queued (`_submit(lazy=True)`). Meanwhile any group that
-# runs takes it along, and the writer thread wakes for it once per interval rather than once per job.
+# How long a write nobody waits for may stay queued (`_submit(lazy=True)`). Meanwhile any group the
+# writer thread runs takes it along, and the writer wakes for it once per interval, not once per job.
 # Delivery results are written this way: at a thousand single-event deliveries a second, a commit and
 # a writer-thread wake-up per delivery cost more CPU than the delivery itself.
 LAZY_WRITE_SECONDS = 0.01
