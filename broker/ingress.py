@@ -28,7 +28,6 @@ PUBLISH_PATH = re.compile(r"^(?:/topics/([^/]+))?/api/events/?$")
 KNOWN_API_VERSIONS = frozenset({"2018-01-01", "2023-06-01-preview", "2023-11-01", "2024-06-01"})
 
 
-
 def is_publish(method: str, path: str) -> bool:
     """Whether a request is one this middleware serves (the server runs those on its I/O thread)."""
     return method == "POST" and PUBLISH_PATH.match(path) is not None

@@ -218,7 +218,7 @@ class Store:
         jobs = list(self._jobs)  # one C call: appends by other threads cannot interleave
         if not jobs or any(not job.due for job in jobs):
             return None
-        return max(0.0, min(job.due for job in jobs) - time.monotonic()) or None
+        return max(0.0, jobs[0].due - time.monotonic()) or None  # the oldest is due first
 
     def _run_group(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
         """Run jobs in one transaction (the caller holds the write lock)."""
