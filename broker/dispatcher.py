@@ -125,7 +125,6 @@ class Dispatcher:
         self._direct = False  # fresh deliveries may be handed over at publish (running only)
         self._completed: list[Outcome] = []  # outcomes of this loop pass, not yet handed to the store
         self._tally: dict = {}  # and their metric counts, not yet added
-        self._metric_children: dict = {}  # by (subscription key, outcome; None for the latency histogram)
         self._next_prune = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -399,7 +398,7 @@ class Dispatcher:
         else:
             self._finish(sub, outcomes, live, attempted=True)
         if resp.latency_ms is not None:
-            self._latency(sub).observe(resp.latency_ms / 1000)
+            self.metrics.child(self.metrics.latency, sub.topic, sub.name).observe(resp.latency_ms / 1000)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "delivery attempt",
@@ -469,16 +468,7 @@ class Dispatcher:
             counter.inc(n)
 
     def _counter(self, sub: Subscription, outcome: str):
-        child = self._metric_children.get((sub.key, outcome))
-        if child is None:
-            child = self._metric_children[(sub.key, outcome)] = self.metrics.deliveries.labels(sub.topic, sub.name, outcome)
-        return child
-
-    def _latency(self, sub: Subscription):
-        child = self._metric_children.get((sub.key, None))
-        if child is None:
-            child = self._metric_children[(sub.key, None)] = self.metrics.latency.labels(sub.topic, sub.name)
-        return child
+        return self.metrics.child(self.metrics.deliveries, sub.topic, sub.name, outcome)
 
     def _write_blobs(self, sub: Subscription, dead: list[Outcome]) -> None:
         """One blob per dead-lettered event, built from the stored delivery (the single source of

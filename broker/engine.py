@@ -41,7 +41,6 @@ class Engine:
         self.validator = Validator(self.registry, self.client, self.clock, config)
         self.started = False
         self.seen_api_versions: set[str] = set()
-        self._accepted: dict[str, Any] = {}  # the accepted-events counter per topic (labels() per publish showed up)
         if self.registry.topic(config.default_topic) is None:
             self.registry.put_topic(config.default_topic)
         if config.config_file:
@@ -113,10 +112,7 @@ class Engine:
                 self.dispatcher.hand_over(list(handed.values()))
             if pending:
                 self.dispatcher.wake()  # only when there is something for it to claim
-        counter = self._accepted.get(topic.name)
-        if counter is None:
-            counter = self._accepted[topic.name] = self.metrics.accepted.labels(topic.name)
-        counter.inc(len(events))
+        self.metrics.child(self.metrics.accepted, topic.name).inc(len(events))
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "accepted batch",

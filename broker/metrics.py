@@ -31,6 +31,16 @@ class Metrics:
             ["topic", "subscription"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))
+        self._children: dict = {}
+
+    def child(self, metric, *labels):
+        """`metric.labels(*labels)`, kept: labels() takes a lock and builds its key on every call,
+        which showed up in profiles of the publish and delivery paths."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
