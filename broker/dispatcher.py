@@ -432,22 +432,23 @@ class Dispatcher:
         wait for their commit (a blob is written from the stored record)."""
         dead = [o for o in outcomes if o.status == "deadlettered"]
         on_loop = attempted and not dead
-        if not attempted:
-            self.store.expire(outcomes)
-        elif dead:
-            self.store.complete(outcomes, wait=True)
-        else:
-            if not self._completed:
-                asyncio.get_running_loop().call_soon(self._flush_completed)
-            self._completed.extend(outcomes)
-        if dead:
-            self._write_blobs(sub, dead)
+        # Counted before the store records them: whoever sees the store settled (a test, a
+        # dashboard) finds the counters already moved, never behind it.
         for o in outcomes:
             counter = self._counter(sub, o.status if o.status != "pending" else "retry")
             if on_loop:  # added at the end of the loop pass: one locked inc per kind, not per outcome
                 self._tally[counter] = self._tally.get(counter, 0) + 1
             else:
                 counter.inc()
+        if not attempted:
+            self.store.expire(outcomes)
+        elif dead:
+            self.store.complete(outcomes, wait=True)
+            self._write_blobs(sub, dead)
+        else:
+            if not self._completed:
+                asyncio.get_running_loop().call_soon(self._flush_completed)
+            self._completed.extend(outcomes)
         if self.feed.has_listeners:
             for o, c in zip(outcomes, claimed, strict=True):
                 self.feed.publish("attempt", {
@@ -461,11 +462,11 @@ class Dispatcher:
         """One store job for every delivery completed in this loop pass (the commit is not waited
         for: until it lands the deliveries are still `inflight`, so a crash re-sends them)."""
         done, self._completed = self._completed, []
+        tally, self._tally = self._tally, {}
+        for counter, n in tally.items():  # first, as in _finish
+            counter.inc(n)
         if done:
             self.store.complete(done, wait=False)
-        tally, self._tally = self._tally, {}
-        for counter, n in tally.items():
-            counter.inc(n)
 
     def _counter(self, sub: Subscription, outcome: str):
         return self.metrics.child(self.metrics.deliveries, sub.topic, sub.name, outcome)
