@@ -50,8 +50,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     done_at            REAL,
     dead_letter_reason TEXT
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (topic, subscription, status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, next_attempt_at);
+-- Only the states a query looks for by subscription are indexed, so the common life of a delivery
+-- (stored inflight, handed straight to the dispatcher, then delivered) touches no index but
+-- deliveries_event: each index entry added and removed on a status change costs SQLite row work on
+-- every delivery. Start-up recovery (inflight) and deleting a subscription scan the table instead.
+DROP INDEX IF EXISTS deliveries_due;     -- (topic, subscription, status, next_attempt_at), until 2026-11
+DROP INDEX IF EXISTS deliveries_status;  -- (status, next_attempt_at), until 2026-11
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (topic, subscription, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (topic, subscription) WHERE status = 'deadlettered';
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 
 -- One row per delivery attempt: the dashboard's timeline and the request the subscriber was sent.

@@ -407,7 +407,7 @@ class Store:
         def tx(db: sqlite3.Connection):
             rows = db.execute(
                 "UPDATE deliveries SET status='inflight' WHERE id IN (SELECT id FROM deliveries "
-                # In the index's order (deliveries_due), so a claim never sorts the whole backlog.
+                # In the index's order (deliveries_pending), so a claim never sorts the whole backlog.
                 "WHERE topic=? AND subscription=? AND status='pending' AND next_attempt_at<=? ORDER BY next_attempt_at, id LIMIT ?) "
                 "RETURNING id, event_seq, attempts, created_at, expires_at",
                 (topic, subscription, now, limit),

@@ -135,3 +135,24 @@ def test_writes_after_close_fail_instead_of_hanging(tmp_path):
     store.close()
     with pytest.raises(RuntimeError):
         append(store, 1)
+
+
+def test_a_store_of_the_old_schema_keeps_its_deliveries_and_loses_the_indexes_every_status_change_paid_for(tmp_path):
+    old = sqlite3.connect(tmp_path / "b.db")
+    old.executescript(store_module.SCHEMA.split("-- Only the states")[0])  # the tables, without the new indexes
+    old.execute("CREATE INDEX deliveries_due ON deliveries (topic, subscription, status, next_attempt_at)")
+    old.execute("CREATE INDEX deliveries_status ON deliveries (status, next_attempt_at)")
+    old.execute("INSERT INTO events (seq, topic, event_id, event_type, body, received_at) VALUES (1, 'default', 'e', 'T', x'7b7d', 1)")
+    old.execute("INSERT INTO deliveries (event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) "
+                "VALUES (1, 'default', 'sub', 'pending', 1, 1e12, 1)")
+    old.commit()
+    old.close()
+    store = Store(tmp_path / "b.db")
+    indexes = {r["name"] for r in store.read("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='deliveries'")}
+    assert indexes == {"deliveries_pending", "deliveries_dead", "deliveries_event"}
+    claim_plan = " ".join(r["detail"] for r in store.read(
+        "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE topic='default' AND subscription='sub' AND status='pending' "
+        "AND next_attempt_at<=1 ORDER BY next_attempt_at, id LIMIT 5"))
+    assert "deliveries_pending" in claim_plan and "TEMP B-TREE" not in claim_plan  # no sort of the backlog
+    assert [c.event_seq for c in store.claim("default", "SUB", 2.0, 10)] == [1]  # names match without case
+    store.close()
