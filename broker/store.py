@@ -38,6 +38,17 @@ MAX_GROUP = 1000  # jobs in one group commit
 LAZY_WRITE_SECONDS = 0.01
 
 
+# Recording attempts: each delivery's new state and its attempt row. The parameters end with one
+# delivery id (LONE) or with a JSON list of ids that share the attempt (SHARED).
+_UPDATE = (
+    "UPDATE deliveries SET status=?, attempts=?, last_attempt_at=?, last_status=?, last_outcome=?, last_latency_ms=?, "
+    "next_attempt_at=COALESCE(?, next_attempt_at), done_at=?, dead_letter_reason=? WHERE id IN ({ids}) AND status='inflight'"
+)
+_INSERT = "INSERT INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
+LONE = (_UPDATE.format(ids="?"), _INSERT + "VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+SHARED = (_UPDATE.format(ids="SELECT value FROM json_each(?)"), _INSERT + "SELECT value, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?)")
+
+
 class StoreClosed(RuntimeError):
     pass
 
@@ -440,30 +451,32 @@ class Store:
         With `wait=False` the caller goes on before the commit: if the process dies first, the
         deliveries are still `inflight` and go back to pending at start-up (at-least-once).
         """
-        updates, attempts = [], []
-        header_json: dict[int, str] = {}  # a batch's events share one headers dict: encode it once
+        # The deliveries of one batch share their attempt: its result, time and headers. Such a group
+        # is one UPDATE and one INSERT over a JSON list of its delivery ids, which SQLite runs several
+        # times faster than one statement step per delivery. Lone deliveries (no batching) are
+        # stepped one by one, where json_each would only add its own cost.
+        groups: dict[tuple, list[int]] = {}
+        header_json: dict[int, str | None] = {}  # a batch's events share one headers dict: encode it once
         for o in outcomes:
-            updates.append((o.status, o.attempt, o.at, o.status_code, o.outcome, o.latency_ms, o.next_attempt_at,
-                            o.at if o.status in FINAL_STATES else None, o.dead_letter_reason, o.delivery_id))
-            headers = None
-            if o.headers:
-                headers = header_json.get(id(o.headers))
-                if headers is None:
-                    headers = header_json[id(o.headers)] = orjson.dumps(o.headers).decode()
-            attempts.append((o.delivery_id, o.attempt, o.at, o.status_code, o.latency_ms, o.outcome, o.error, headers, o.batch_size))
+            if id(o.headers) not in header_json:
+                header_json[id(o.headers)] = orjson.dumps(o.headers).decode() if o.headers else None
+            result = (o.status, o.attempt, o.at, o.status_code, o.outcome, o.latency_ms, o.next_attempt_at,
+                      o.at if o.status in FINAL_STATES else None, o.dead_letter_reason, o.error, header_json[id(o.headers)],
+                      o.batch_size)
+            groups.setdefault(result, []).append(o.delivery_id)
+        lone: tuple[list, list] = ([], [])
+        shared: tuple[list, list] = ([], [])
+        for (status, attempt, at, code, outcome, latency, next_at, done, reason, error, headers, size), ids in groups.items():
+            updates, attempts = lone if len(ids) == 1 else shared
+            key = ids[0] if len(ids) == 1 else orjson.dumps(ids).decode()
+            updates.append((status, attempt, at, code, outcome, latency, next_at, done, reason, key))
+            attempts.append((attempt, at, code, latency, outcome, error, headers, size, key))
 
         def tx(db: sqlite3.Connection):
-            db.executemany(
-                "UPDATE deliveries SET status=?, attempts=?, last_attempt_at=?, last_status=?, last_outcome=?, "
-                "last_latency_ms=?, next_attempt_at=COALESCE(?, next_attempt_at), done_at=?, dead_letter_reason=? "
-                "WHERE id=? AND status='inflight'",
-                updates,
-            )
-            db.executemany(
-                "INSERT INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                attempts,
-            )
+            for (updates, attempts), (update_sql, insert_sql) in ((lone, LONE), (shared, SHARED)):
+                if updates:
+                    db.executemany(update_sql, updates)
+                    db.executemany(insert_sql, attempts)
 
         if wait:
             self._transact(tx)

@@ -156,3 +156,31 @@ def test_a_store_of_the_old_schema_keeps_its_deliveries_and_loses_the_indexes_ev
     assert "deliveries_pending" in claim_plan and "TEMP B-TREE" not in claim_plan  # no sort of the backlog
     assert [c.event_seq for c in store.claim("default", "SUB", 2.0, 10)] == [1]  # names match without case
     store.close()
+
+
+def test_a_batch_attempt_is_recorded_for_each_of_its_deliveries_beside_lone_ones(tmp_path):
+    from broker.store import Outcome
+
+    store = Store(tmp_path / "b.db")
+    append(store, 4, claimed=True)
+    ids = [r["id"] for r in store.read("SELECT id FROM deliveries ORDER BY id")]
+    batch_headers = {"aeg-delivery-count": "0"}
+    store.complete([
+        Outcome(ids[0], 1, 5.0, "delivered", "Delivered", 200, 1.5, headers=batch_headers, batch_size=2),
+        Outcome(ids[2], 1, 5.0, "delivered", "Delivered", 200, 1.5, headers=batch_headers, batch_size=2),
+        Outcome(ids[1], 1, 6.0, "pending", "Failed", 503, 2.0, error="busy", next_attempt_at=16.0),
+    ])
+    rows = {r["id"]: r for r in store.read("SELECT * FROM deliveries")}
+    assert [rows[i]["status"] for i in ids] == ["delivered", "pending", "delivered", "inflight"]
+    assert rows[ids[0]]["done_at"] == 5.0 and rows[ids[1]]["done_at"] is None and rows[ids[1]]["next_attempt_at"] == 16.0
+    attempts = {a["delivery_id"]: a for a in store.attempts_for(ids)}
+    assert sorted(attempts) == [ids[0], ids[1], ids[2]]
+    assert attempts[ids[2]]["headers"] == batch_headers and attempts[ids[2]]["batch_size"] == 2
+    assert (attempts[ids[1]]["status_code"], attempts[ids[1]]["error"], attempts[ids[1]]["headers"]) == (503, "busy", None)
+    # a delivery no longer in flight (dropped meanwhile) keeps its state; its attempt is still on record
+    store.complete([Outcome(ids[0], 2, 7.0, "pending", "Failed", 500, 1.0, next_attempt_at=9.0),
+                    Outcome(ids[3], 1, 7.0, "pending", "Failed", 500, 1.0, next_attempt_at=9.0)])
+    assert store.read("SELECT status FROM deliveries WHERE id=?", (ids[0],)) == [{"status": "delivered"}]
+    assert store.read("SELECT status FROM deliveries WHERE id=?", (ids[3],)) == [{"status": "pending"}]
+    assert len(store.attempts_for([ids[0]])) == 2
+    store.close()
