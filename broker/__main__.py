@@ -31,7 +31,7 @@ def main() -> int:
     # collector's way. A full collection then pauses the broker ~20 ms instead of 40-110 ms (at
     # 1,000 events/s with a subscriber): a pause that long is in the p99 of every latency run.
     gc.freeze()
-    server = make_server(app, is_publish, host=config.host, port=config.port, threads=config.threads,
+    server = make_server(app, is_publish, respond=app.wsgi_app.respond, host=config.host, port=config.port, threads=config.threads,
                            ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120,
                            channel_request_lookahead=1)  # a closed dashboard tab frees its thread at once
 

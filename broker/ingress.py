@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import orjson
@@ -33,7 +34,7 @@ def is_publish(method: str, path: str) -> bool:
     return method == "POST" and PUBLISH_PATH.match(path) is not None
 
 
-_OK = ("200 OK", [("Content-Length", "0")])
+_OK = ("200 OK", [("Content-Length", "0")], b"")
 
 
 class PublishMiddleware:
@@ -42,26 +43,37 @@ class PublishMiddleware:
         self.engine = engine
 
     def __call__(self, environ, start_response):
-        match = PUBLISH_PATH.match(environ.get("PATH_INFO", ""))
-        if match:
-            if environ["REQUEST_METHOD"] != "POST":
-                return _error(start_response, ApiError(405, "MethodNotAllowed", "The publish endpoint only takes POST."), [("Allow", "POST")])
-            topic = match.group(1) or self.engine.config.default_topic
-            try:
-                self.publish(topic, environ)
-            except Exception as exc:
-                if not isinstance(exc, ApiError):
-                    log.exception("publish failed")
-                    exc = ApiError(500, "InternalServerError", "The broker hit an unexpected error; see its log.")
-                return _error(start_response, exc)
-            start_response(*_OK)  # Azure answers an accepted publish with 200 and an empty body
-            return [b""]
-        return self.app(environ, start_response)
+        answer = self.respond(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+                              lambda: _headers(environ), lambda: _read_body(environ))
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers, body = answer
+        start_response(status, headers)
+        return [body]
 
-    def publish(self, topic_name: str, environ) -> None:
+    def respond(self, method: str, path: str, query_string: str, headers: Callable[[], dict[str, str]],
+                body: Callable[[], bytes]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """Serve a publish request: (status line, headers, body) in WSGI's terms, or None for a
+        request that is not a publish. `headers()` gives the request headers by lower-case name,
+        `body()` the body, both read only when needed."""
+        match = PUBLISH_PATH.match(path)
+        if not match:
+            return None
+        if method != "POST":
+            return _error(ApiError(405, "MethodNotAllowed", "The publish endpoint only takes POST."), [("Allow", "POST")])
+        topic = match.group(1) or self.engine.config.default_topic
+        try:
+            self.publish(topic, path, query_string, headers(), body)
+        except Exception as exc:
+            if not isinstance(exc, ApiError):
+                log.exception("publish failed")
+                exc = ApiError(500, "InternalServerError", "The broker hit an unexpected error; see its log.")
+            return _error(exc)
+        return _OK  # Azure answers an accepted publish with 200 and an empty body
+
+    def publish(self, topic_name: str, path: str, query_string: str, headers: dict[str, str], body: Callable[[], bytes]) -> None:
         eng = self.engine
-        headers = _headers(environ)
-        query = _query(environ.get("QUERY_STRING", ""))
+        query = _query(query_string)
         topic = eng.registry.topic(topic_name)
         try:
             if topic is None:
@@ -70,12 +82,12 @@ class PublishMiddleware:
                 if not eng.config.auto_create_topics:
                     raise ApiError(404, "NotFound", f"Topic '{topic_name}' does not exist.")
                 topic = Topic(topic_name)
-            auth.authenticate(headers, topic.keys, environ.get("PATH_INFO", ""), query=query)
+            auth.authenticate(headers, topic.keys, path, query=query)
             version = query.get("api-version")
             if version and version not in KNOWN_API_VERSIONS and version not in eng.seen_api_versions:
                 eng.seen_api_versions.add(version)
                 log.warning("accepting an api-version this emulator has not seen before", extra={"api_version": version})
-            events = schemas.parse(_read_body(environ), headers, topic.input_schema)
+            events = schemas.parse(body(), headers, topic.input_schema)
         except auth.AuthError as exc:
             eng.metrics.rejected.labels(topic_name, exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.message) from None
@@ -111,11 +123,10 @@ def _query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw).items()}
 
 
-def _error(start_response, exc: ApiError, extra_headers: list | None = None):
+def _error(exc: ApiError, extra_headers: list | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
     body = orjson.dumps(exc.to_body())
-    start_response(f"{exc.status} {_REASONS.get(exc.status, 'Error')}",
-                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(extra_headers or [])])
-    return [body]
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(extra_headers or [])]
+    return f"{exc.status} {_REASONS.get(exc.status, 'Error')}", headers, body
 
 
 def _read_body(environ) -> bytes:

@@ -135,3 +135,109 @@ def test_only_workers_wake_the_io_thread(served):
         assert read_answers(sock, 1) == [b"/api/topics"]
     wait_until(lambda: pulled, 5, "the worker to wake the I/O thread")  # it does so after answering
     assert "io-thread" not in pulled
+
+
+# -- publishes answered straight from the bytes read ---------------------------------------------
+
+
+class Responder:
+    """Stands in for the publish middleware's `respond`: answers POSTs to /api/events with the body
+    it was given, and notes each request it was asked about."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, method, path, query, headers, body):
+        if path != "/api/events":
+            return None
+        self.calls.append((method, path, query, headers(), body(), threading.current_thread().name))
+        return "202 Accepted", [("Content-Type", "text/plain"), ("Content-Length", str(len(body())))], body()
+
+
+@pytest.fixture
+def answering():
+    app, responder = Recorder(), Responder()
+    server = make_server(app, is_publish, threads=2, respond=responder, host="127.0.0.1", port=0, ident="emulator",
+                         channel_request_lookahead=1)
+    loop = threading.Thread(target=server.run, name="io-thread", daemon=True)
+    loop.start()
+    yield app, responder, server
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    loop.join(5)
+    server.task_dispatcher.shutdown()
+
+
+def answer(stream) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """The next whole answer on `stream` (a socket's makefile("rb")): status line, headers by
+    lower-case name, body."""
+    status = stream.readline().rstrip()
+    headers = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, stream.read(int(headers.get(b"content-length", b"0")))
+
+
+def test_a_publish_read_whole_is_answered_from_its_bytes_on_the_io_thread(answering):
+    app, responder, server = answering
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+        for body in (b'[{"n":1}]', b'[{"n":2}]'):  # the connection stays open and serves the next one the same way
+            sock.sendall(b"POST /api/events?api-version=2018-01-01 HTTP/1.1\r\nHost: x\r\naeg-sas-key: k\r\nX-Two: a\r\n"
+                         b"X-Two: b\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            status, headers, got = answer(stream)
+            assert (status, got) == (b"HTTP/1.1 202 Accepted", body)
+            assert headers[b"server"] == b"emulator" and headers[b"date"].endswith(b" GMT")
+            assert headers[b"content-type"] == b"text/plain"
+    (method, path, query, headers, body, thread), _ = responder.calls
+    assert (method, path, query, body, thread) == ("POST", "/api/events", "api-version=2018-01-01", b'[{"n":1}]', "io-thread")
+    assert headers["aeg-sas-key"] == "k" and headers["x-two"] == "a, b"  # repeated headers joined, as in WSGI
+    assert app.threads == {}  # the WSGI app never saw them
+
+
+def test_a_chunked_publish_read_whole_is_answered_with_its_body_put_together(answering):
+    app, responder, server = answering
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"POST /api/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[{}]\r\n0\r\n\r\n")
+        assert answer(stream)[::2] == (b"HTTP/1.1 202 Accepted", b"[{}]")
+    assert responder.calls[0][4] == b"[{}]"
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n",  # the answer must close the connection
+    b"POST /api/events HTTP/1.0\r\nHost: x\r\n",
+    b"POST /api/events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n",
+    b"POST /api/%65vents HTTP/1.1\r\nHost: x\r\n",  # percent-escapes: waitress decodes the path
+    b"POST /other HTTP/1.1\r\nHost: x\r\n",  # not a publish: the responder declines
+], ids=["connection-close", "http-1.0", "expect-continue", "escaped-path", "not-a-publish"])
+def test_requests_the_bytes_path_does_not_take_are_served_by_waitress_as_read(answering, head):
+    app, responder, server = answering
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+        sock.sendall(head + b"Content-Length: 2\r\n\r\n[]")
+        status, _, body = answer(stream)
+        if status == b"HTTP/1.1 100 Continue":  # waitress's interim answer to the Expect header
+            status, _, body = answer(stream)
+        assert status.endswith(b"200 OK") and body in (b"/api/events", b"/other")
+        if b"close" in head or b"1.0" in head:
+            assert stream.read(10) == b""  # closed after the answer
+    assert responder.calls == [] and list(app.threads) == [body.decode()]
+
+
+def test_a_publish_that_arrives_in_pieces_or_pipelined_is_served_by_waitress(answering):
+    app, responder, server = answering
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[]")
+        channels = lambda: [c for c in list(server._map.values()) if getattr(c, "request", None) is not None]  # noqa: E731
+        wait_until(channels, 5, "waitress to hold the first half of the request")
+        sock.sendall(b"[]")
+        assert answer(stream)[::2] == (b"HTTP/1.1 200 OK", b"/api/events")
+        sock.sendall(request("POST", "/api/events", b"[1]") + request("POST", "/api/events", b"[2]"))
+        assert [answer(stream)[2] for _ in range(2)] == [b"/api/events", b"/api/events"]
+    assert responder.calls == []
+
+
+def test_a_malformed_request_gets_waitress_own_answer(answering):
+    app, responder, server = answering
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n[]")
+        assert answer(stream)[0] == b"HTTP/1.1 400 Bad Request"
+    assert responder.calls == [] and app.threads == {}
