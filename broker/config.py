@@ -27,6 +27,7 @@ ENV: dict[str, tuple[str, str, str]] = {
     "BROKER_RETENTION_HOURS": ("retention_hours", "24", "Delivered events older than this are pruned from the store."),
     "BROKER_SYNC": ("sync", "normal", "SQLite synchronous level: normal (survives process crash) or full (also power loss)."),
     "BROKER_THREADS": ("threads", "8", "waitress worker threads."),
+    "BROKER_CPU": ("cpu", "auto", "The CPU the broker's threads run on: auto (one of those it may use), all (the OS moves them), or a CPU number."),
     "BROKER_HTTPS_PORT": ("https_port", "", "Optional TLS port served next to plain HTTP (e.g. 5443)."),
     "BROKER_TLS_CERT": ("tls_cert", "", "PEM certificate for HTTPS; a self-signed one is generated into the data dir if unset."),
     "BROKER_TLS_KEY": ("tls_key", "", "PEM private key for HTTPS."),
@@ -53,6 +54,7 @@ class Config:
     retention_hours: float = 24.0
     sync: str = "normal"
     threads: int = 8
+    cpu: str = "auto"
     https_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -74,6 +76,8 @@ class Config:
             raise ValueError("BROKER_TIME_SCALE must be > 0")
         if config.sync not in ("normal", "full"):
             raise ValueError("BROKER_SYNC must be 'normal' or 'full'")
+        if config.cpu not in ("auto", "all") and not config.cpu.isdigit():
+            raise ValueError("BROKER_CPU must be 'auto', 'all' or a CPU number")
         return config
 
     @property

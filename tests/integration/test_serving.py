@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
+import requests
 from waitress import wasyncore
 
 from broker.ingress import is_publish
 from broker.serving import make_server
+from tests.integration.processes import event
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -241,3 +245,30 @@ def test_a_malformed_request_gets_waitress_own_answer(answering):
         sock.sendall(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n[]")
         assert answer(stream)[0] == b"HTTP/1.1 400 Bad Request"
     assert responder.calls == [] and app.threads == {}
+
+
+# -- where the broker process runs -----------------------------------------------------------------
+
+
+def thread_cpus(pid: int) -> list[set[int]]:
+    """The CPUs each thread of `pid` may run on (Linux)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        line = next(x for x in (task / "status").read_text().splitlines() if x.startswith("Cpus_allowed_list:"))
+        cpus: set[int] = set()
+        for part in line.split(":")[1].strip().split(","):
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+        found.append(cpus)
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs Linux and 2+ CPUs")
+def test_the_broker_keeps_every_thread_on_one_cpu_unless_told_to_use_all(processes):
+    allowed = os.sched_getaffinity(0)
+    pinned = processes.broker("pinned")
+    spread = processes.broker("spread", BROKER_CPU="all")
+    wait_until(lambda: len(thread_cpus(pinned.proc.pid)) >= 4, 10, "the broker's threads to start")  # I/O, writer, checkpointer, dispatcher
+    assert all(cpus == {max(allowed)} for cpus in thread_cpus(pinned.proc.pid))
+    assert all(cpus == allowed for cpus in thread_cpus(spread.proc.pid))
+    assert requests.post(pinned.url + "/api/events", json=[event()], timeout=5).status_code == 200  # and it serves

@@ -17,7 +17,7 @@ def test_environment_overrides_and_types():
 
 
 @pytest.mark.parametrize("env", [{"BROKER_PORT": "abc"}, {"BROKER_TIME_SCALE": "0"}, {"BROKER_SYNC": "sometimes"},
-                                 {"BROKER_AUTO_CREATE_TOPICS": "maybe"}])
+                                 {"BROKER_AUTO_CREATE_TOPICS": "maybe"}, {"BROKER_CPU": "fastest"}])
 def test_invalid_values_are_refused_with_the_variable_named(env):
     with pytest.raises(ValueError):
         Config.from_env(env)
@@ -31,3 +31,18 @@ def test_topic_path_is_an_arm_resource_path():
     assert Config.from_env({}).topic_path("orders") == (
         "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/eventgrid-emulator"
         "/providers/Microsoft.EventGrid/topics/orders")
+
+
+@pytest.mark.parametrize(("setting", "allowed", "chosen"), [
+    ("auto", {0, 1}, 1), ("auto", {2, 5, 7}, 7), ("auto", {3}, None), ("all", {0, 1}, None), ("0", {0, 1}, 0)])
+def test_the_broker_keeps_its_threads_on_one_cpu_unless_told_otherwise(setting, allowed, chosen):
+    from broker.__main__ import choose_cpu
+
+    assert choose_cpu(setting, allowed) == chosen
+
+
+def test_a_cpu_the_process_may_not_use_is_refused():
+    from broker.__main__ import choose_cpu
+
+    with pytest.raises(ValueError, match="BROKER_CPU=4"):
+        choose_cpu("4", {0, 1})
