@@ -39,14 +39,14 @@ LAZY_WRITE_SECONDS = 0.01
 
 
 # Recording attempts: each delivery's new state and its attempt row. The parameters end with one
-# delivery id (LONE) or with a JSON list of ids that share the attempt (SHARED).
+# delivery id (_LONE) or with a JSON list of ids that share the attempt (_SHARED).
 _UPDATE = (
     "UPDATE deliveries SET status=?, attempts=?, last_attempt_at=?, last_status=?, last_outcome=?, last_latency_ms=?, "
     "next_attempt_at=COALESCE(?, next_attempt_at), done_at=?, dead_letter_reason=? WHERE id IN ({ids}) AND status='inflight'"
 )
 _INSERT = "INSERT INTO attempts (delivery_id, attempt, at, status_code, latency_ms, outcome, error, headers, batch_size) "
-LONE = (_UPDATE.format(ids="?"), _INSERT + "VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-SHARED = (_UPDATE.format(ids="SELECT value FROM json_each(?)"), _INSERT + "SELECT value, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?)")
+_LONE = (_UPDATE.format(ids="?"), _INSERT + "VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+_SHARED = (_UPDATE.format(ids="SELECT value FROM json_each(?)"), _INSERT + "SELECT value, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?)")
 
 
 class StoreClosed(RuntimeError):
@@ -473,7 +473,7 @@ class Store:
             attempts.append((attempt, at, code, latency, outcome, error, headers, size, key))
 
         def tx(db: sqlite3.Connection):
-            for (updates, attempts), (update_sql, insert_sql) in ((lone, LONE), (shared, SHARED)):
+            for (updates, attempts), (update_sql, insert_sql) in ((lone, _LONE), (shared, _SHARED)):
                 if updates:
                     db.executemany(update_sql, updates)
                     db.executemany(insert_sql, attempts)
