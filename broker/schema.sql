@@ -62,16 +62,19 @@ CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 
 -- One row per delivery attempt: the dashboard's timeline and the request the subscriber was sent.
 -- A redelivered dead letter starts again at attempt 1, so (delivery_id, attempt) is not unique.
+-- The deliveries of one batched request share its headers: only the row of the batch's last delivery
+-- holds them, the others name that delivery in headers_from (Store.attempts_for puts them back).
 CREATE TABLE IF NOT EXISTS attempts (
-    id          INTEGER PRIMARY KEY,
-    delivery_id INTEGER NOT NULL,
-    attempt     INTEGER NOT NULL,
-    at          REAL NOT NULL,
-    status_code INTEGER,
-    latency_ms  REAL,
-    outcome     TEXT NOT NULL,
-    error       TEXT,
-    headers     TEXT,                           -- JSON object of the request headers sent
-    batch_size  INTEGER NOT NULL DEFAULT 1
+    id           INTEGER PRIMARY KEY,
+    delivery_id  INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL,
+    at           REAL NOT NULL,
+    status_code  INTEGER,
+    latency_ms   REAL,
+    outcome      TEXT NOT NULL,
+    error        TEXT,
+    headers      TEXT,                          -- JSON object of the request headers sent
+    batch_size   INTEGER NOT NULL DEFAULT 1,
+    headers_from INTEGER                        -- the delivery whose attempt row at the same `at` holds them
 );
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);

@@ -175,7 +175,12 @@ def test_a_batch_attempt_is_recorded_for_each_of_its_deliveries_beside_lone_ones
     assert rows[ids[0]]["done_at"] == 5.0 and rows[ids[1]]["done_at"] is None and rows[ids[1]]["next_attempt_at"] == 16.0
     attempts = {a["delivery_id"]: a for a in store.attempts_for(ids)}
     assert sorted(attempts) == [ids[0], ids[1], ids[2]]
-    assert attempts[ids[2]]["headers"] == batch_headers and attempts[ids[2]]["batch_size"] == 2
+    assert attempts[ids[0]]["headers"] == attempts[ids[2]]["headers"] == batch_headers
+    assert attempts[ids[0]]["batch_size"] == attempts[ids[2]]["batch_size"] == 2
+    # ... though the batch's headers are stored once, on its newest delivery's row
+    stored = store.read("SELECT delivery_id, headers IS NOT NULL AS kept, headers_from FROM attempts WHERE batch_size = 2 ORDER BY delivery_id")
+    assert stored == [{"delivery_id": ids[0], "kept": 0, "headers_from": ids[2]}, {"delivery_id": ids[2], "kept": 1, "headers_from": None}]
+    assert [a["headers"] for a in store.attempts_for([ids[0]])] == [batch_headers]  # asked for alone, too
     assert (attempts[ids[1]]["status_code"], attempts[ids[1]]["error"], attempts[ids[1]]["headers"]) == (503, "busy", None)
     # a delivery no longer in flight (dropped meanwhile) keeps its state; its attempt is still on record
     store.complete([Outcome(ids[0], 2, 7.0, "pending", "Failed", 500, 1.0, next_attempt_at=9.0),
@@ -183,4 +188,16 @@ def test_a_batch_attempt_is_recorded_for_each_of_its_deliveries_beside_lone_ones
     assert store.read("SELECT status FROM deliveries WHERE id=?", (ids[0],)) == [{"status": "delivered"}]
     assert store.read("SELECT status FROM deliveries WHERE id=?", (ids[3],)) == [{"status": "pending"}]
     assert len(store.attempts_for([ids[0]])) == 2
+    store.close()
+
+
+def test_a_store_made_before_shared_batch_headers_gets_the_column(tmp_path):
+    old = sqlite3.connect(tmp_path / "b.db")
+    old.executescript(store_module.SCHEMA)
+    old.execute("ALTER TABLE attempts DROP COLUMN headers_from")
+    old.execute("INSERT INTO attempts (delivery_id, attempt, at, outcome, headers) VALUES (1, 1, 2.0, 'Delivered', '{\"a\": \"b\"}')")
+    old.commit()
+    old.close()
+    store = Store(tmp_path / "b.db")
+    assert [(a["delivery_id"], a["headers"]) for a in store.attempts_for([1])] == [(1, {"a": "b"})]
     store.close()
