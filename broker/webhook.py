@@ -2,9 +2,9 @@
 
 All requests run on one asyncio event loop (uvloop's, where it is built) in a thread of its own,
 over keep-alive connections kept per subscriber origin; responses are parsed by httptools (llhttp,
-the parser behind uvicorn and Node.js), so chunked bodies, `Connection: close` and HTTP/1.0 answers are handled by a
-well-tested parser, not by us. A request never raises: it returns a `Response`, whose `status` is
-None when no HTTP answer came (refused, reset, timed out).
+the parser behind uvicorn and Node.js), so chunked bodies, `Connection: close` and HTTP/1.0
+answers are handled by a well-tested parser, not by us. A request never raises: it returns a
+`Response`, whose `status` is None when no HTTP answer came (refused, reset, timed out).
 
 Why not a thread per request (the second version, on http.client): profiled under fan-out,
 http.client's header building and email-based response parsing, two send() calls per request and
