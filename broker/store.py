@@ -471,22 +471,22 @@ class Store:
                       o.at if o.status in FINAL_STATES else None, o.dead_letter_reason, o.error, header_json[id(o.headers)],
                       o.batch_size)
             groups.setdefault(result, []).append(o.delivery_id)
-        lone: tuple[list, list] = ([], [])
-        shared: tuple[list, list] = ([], [])
+        lone_updates, lone_attempts, shared_updates, shared_attempts = [], [], [], []
         for (status, attempt, at, code, outcome, latency, next_at, done, reason, error, headers, size), ids in groups.items():
             if len(ids) == 1:
-                lone[0].append((status, attempt, at, code, outcome, latency, next_at, done, reason, ids[0]))
-                lone[1].append((attempt, at, code, latency, outcome, error, headers, size, ids[0]))
+                lone_updates.append((status, attempt, at, code, outcome, latency, next_at, done, reason, ids[0]))
+                lone_attempts.append((attempt, at, code, latency, outcome, error, headers, size, ids[0]))
             else:
                 # The headers once per batch, not once per event: the same few hundred bytes a hundred
                 # times over were most of what a batch wrote (measured: batched fan-out +14%). They go
                 # with the newest event, pruned last of the batch.
                 key = orjson.dumps(ids).decode()
-                shared[0].append((status, attempt, at, code, outcome, latency, next_at, done, reason, key))
-                shared[1].append((attempt, at, code, latency, outcome, error, headers, size, key, max(ids)))
+                shared_updates.append((status, attempt, at, code, outcome, latency, next_at, done, reason, key))
+                shared_attempts.append((attempt, at, code, latency, outcome, error, headers, size, key, max(ids)))
 
         def tx(db: sqlite3.Connection):
-            for (updates, attempts), (update_sql, insert_sql) in ((lone, _LONE), (shared, _SHARED)):
+            for updates, attempts, (update_sql, insert_sql) in ((lone_updates, lone_attempts, _LONE),
+                                                                (shared_updates, shared_attempts, _SHARED)):
                 if updates:
                     db.executemany(update_sql, updates)
                     db.executemany(insert_sql, attempts)
@@ -557,7 +557,7 @@ class Store:
         marks = ",".join("?" * len(delivery_ids))
         rows = [dict(r) for r in db.execute(
             f"SELECT * FROM attempts WHERE delivery_id IN ({marks}) ORDER BY delivery_id, id", list(delivery_ids))]
-        holders = sorted({r["headers_from"] for r in rows if r["headers_from"] is not None})
+        holders = list({r["headers_from"] for r in rows if r["headers_from"] is not None})
         if holders:  # a batch's headers, kept on one of its rows (see complete)
             marks = ",".join("?" * len(holders))
             shared = {(r["delivery_id"], r["at"]): r["headers"] for r in db.execute(
