@@ -359,7 +359,7 @@ class Dispatcher:
         live = [c for c in chunk if c.expires_at > now]
         if expired:
             final = "deadlettered" if sub.dead_letter else "dropped"
-            outcomes = [Outcome(c.id, c.attempts, now, final, "TimeToLiveExceeded", dead_letter_reason="TimeToLiveExceeded") for c in expired]
+            outcomes = [Outcome([c.id], c.attempts, now, final, "TimeToLiveExceeded", dead_letter_reason="TimeToLiveExceeded") for c in expired]
             await asyncio.to_thread(self._finish, sub, outcomes, expired, attempted=False)  # waits for the store
         if not live:
             return
@@ -376,23 +376,30 @@ class Dispatcher:
         done = self.clock.now()
         verdict = classify(resp.status)
         outcome = outcome_name(resp.status, resp.timed_out)
-        outcomes = []
+        final = "deadlettered" if sub.dead_letter else "dropped"
+        # The deliveries of this request, grouped by what happens to them next: all of them alike,
+        # unless they were on different attempts (a retry batched with fresh events).
+        groups: dict[tuple[int, str, float | None, str | None], list[int]] = {}
         for c in live:
             attempt = c.attempts + 1
-            o = Outcome(
-                c.id, attempt, done, "delivered", outcome, resp.status, resp.latency_ms,
-                None if verdict == "delivered" else (resp.error or _snippet(resp.body)), headers=headers, batch_size=len(live),
-            )
-            if verdict == "reject":
-                o.status, o.dead_letter_reason = ("deadlettered" if sub.dead_letter else "dropped"), outcome
-            elif verdict == "retry":
-                if attempt >= sub.retry.max_delivery_attempts:
-                    o.status, o.dead_letter_reason = ("deadlettered" if sub.dead_letter else "dropped"), "MaxDeliveryAttemptsExceeded"
-                else:
-                    o.status = "pending"
-                    # Past the time-to-live the next claim dead-letters it with TimeToLiveExceeded.
-                    o.next_attempt_at = min(done + self.clock.scaled(sub.retry.delay_after(attempt)), c.expires_at)
-            outcomes.append(o)
+            if verdict == "delivered":
+                key = (attempt, "delivered", None, None)
+            elif verdict == "reject":
+                key = (attempt, final, None, outcome)
+            elif attempt >= sub.retry.max_delivery_attempts:
+                key = (attempt, final, None, "MaxDeliveryAttemptsExceeded")
+            else:  # past the time-to-live the next claim dead-letters it with TimeToLiveExceeded
+                key = (attempt, "pending", min(done + self.clock.scaled(sub.retry.delay_after(attempt)), c.expires_at), None)
+            ids = groups.get(key)
+            if ids is None:
+                groups[key] = [c.id]
+            else:
+                ids.append(c.id)
+        error = None if verdict == "delivered" else (resp.error or _snippet(resp.body))
+        outcomes = [
+            Outcome(ids, attempt, done, status, outcome, resp.status, resp.latency_ms, error, next_at, reason, headers, len(live))
+            for (attempt, status, next_at, reason), ids in groups.items()
+        ]
         if any(o.status == "deadlettered" for o in outcomes):  # waits for the store, then writes blobs
             await asyncio.to_thread(self._finish, sub, outcomes, live, attempted=True)
         else:
@@ -437,9 +444,9 @@ class Dispatcher:
         for o in outcomes:
             counter = self._counter(sub, o.status if o.status != "pending" else "retry")
             if on_loop:  # added at the end of the loop pass: one locked inc per kind, not per outcome
-                self._tally[counter] = self._tally.get(counter, 0) + 1
+                self._tally[counter] = self._tally.get(counter, 0) + len(o.delivery_ids)
             else:
-                counter.inc()
+                counter.inc(len(o.delivery_ids))
         if not attempted:
             self.store.expire(outcomes)
         elif dead:
@@ -450,13 +457,15 @@ class Dispatcher:
                 asyncio.get_running_loop().call_soon(self._flush_completed)
             self._completed.extend(outcomes)
         if self.feed.has_listeners:
-            for o, c in zip(outcomes, claimed, strict=True):
-                self.feed.publish("attempt", {
-                    "topic": sub.topic, "subscription": sub.name, "delivery": o.delivery_id, "seq": c.event_seq,
-                    "attempt": o.attempt, "status": o.status, "outcome": o.outcome, "statusCode": o.status_code,
-                    "latencyMs": o.latency_ms, "at": o.at, "nextAttemptAt": o.next_attempt_at,
-                    "deadLetterReason": o.dead_letter_reason,
-                })
+            seqs = {c.id: c.event_seq for c in claimed}
+            for o in outcomes:
+                for delivery in o.delivery_ids:
+                    self.feed.publish("attempt", {
+                        "topic": sub.topic, "subscription": sub.name, "delivery": delivery, "seq": seqs[delivery],
+                        "attempt": o.attempt, "status": o.status, "outcome": o.outcome, "statusCode": o.status_code,
+                        "latencyMs": o.latency_ms, "at": o.at, "nextAttemptAt": o.next_attempt_at,
+                        "deadLetterReason": o.dead_letter_reason,
+                    })
 
     def _flush_completed(self) -> None:
         """One store job for every delivery completed in this loop pass (the commit is not waited
@@ -476,10 +485,11 @@ class Dispatcher:
         the Azure fields: attempts, last outcome, times)."""
         topic_path = self.config.topic_path(sub.topic)
         for o in dead:
-            row = self.store.dead_letter(sub.topic, sub.name, o.delivery_id)
-            if row is None:  # redelivered or purged in the meantime
-                continue
-            self.blobs.write(sub.topic, sub.name, o.at, [dead_letter_record(row, sub, topic_path)])
+            for delivery in o.delivery_ids:
+                row = self.store.dead_letter(sub.topic, sub.name, delivery)
+                if row is None:  # redelivered or purged in the meantime
+                    continue
+                self.blobs.write(sub.topic, sub.name, o.at, [dead_letter_record(row, sub, topic_path)])
 
 
 def dead_letter_record(row: dict, sub: Subscription, topic_path: str) -> dict:

@@ -166,6 +166,23 @@ def test_output_batching_respects_max_events_per_batch(engine, client, fake):
     assert statuses(engine) == {"delivered": 10}
 
 
+def test_a_retry_batched_with_a_fresh_event_records_each_ones_own_attempt(engine, client, fake, clock):
+    fake.statuses = [500, 200]
+    subscribe(client, dest={"maxEventsPerBatch": 10})
+    publish(client)
+    dispatch(engine)  # e0's first attempt fails
+    clock.advance(11)
+    publish(client, start=1)
+    dispatch(engine)  # e0's retry and e1's first attempt, in one request
+    assert [[e["id"] for e in r["body"]] for r in fake.requests] == [["e0"], ["e0", "e1"]]
+    rows = engine.store.read("SELECT id, status, attempts FROM deliveries ORDER BY id")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 2), ("delivered", 1)]
+    attempts = engine.store.attempts_for([r["id"] for r in rows])
+    assert sorted((a["delivery_id"], a["attempt"], a["status_code"], a["batch_size"]) for a in attempts) == [
+        (rows[0]["id"], 1, 500, 1), (rows[0]["id"], 2, 200, 2), (rows[1]["id"], 1, 200, 2)]
+    assert all(a["headers"]["aeg-delivery-count"] == ("1" if a["batch_size"] == 2 else "0") for a in attempts)
+
+
 def test_preferred_batch_size_splits_large_events(engine, client, fake):
     subscribe(client, dest={"maxEventsPerBatch": 100, "preferredBatchSizeInKilobytes": 1})
     events = [{"id": f"big{i}", "subject": "s", "eventType": "NewOrder", "eventTime": "2026-01-01T00:00:00Z",

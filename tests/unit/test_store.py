@@ -166,9 +166,8 @@ def test_a_batch_attempt_is_recorded_for_each_of_its_deliveries_beside_lone_ones
     ids = [r["id"] for r in store.read("SELECT id FROM deliveries ORDER BY id")]
     batch_headers = {"aeg-delivery-count": "0"}
     store.complete([
-        Outcome(ids[0], 1, 5.0, "delivered", "Delivered", 200, 1.5, headers=batch_headers, batch_size=2),
-        Outcome(ids[2], 1, 5.0, "delivered", "Delivered", 200, 1.5, headers=batch_headers, batch_size=2),
-        Outcome(ids[1], 1, 6.0, "pending", "Failed", 503, 2.0, error="busy", next_attempt_at=16.0),
+        Outcome([ids[0], ids[2]], 1, 5.0, "delivered", "Delivered", 200, 1.5, headers=batch_headers, batch_size=2),
+        Outcome([ids[1]], 1, 6.0, "pending", "Failed", 503, 2.0, error="busy", next_attempt_at=16.0),
     ])
     rows = {r["id"]: r for r in store.read("SELECT * FROM deliveries")}
     assert [rows[i]["status"] for i in ids] == ["delivered", "pending", "delivered", "inflight"]
@@ -183,8 +182,7 @@ def test_a_batch_attempt_is_recorded_for_each_of_its_deliveries_beside_lone_ones
     assert [a["headers"] for a in store.attempts_for([ids[0]])] == [batch_headers]  # asked for alone, too
     assert (attempts[ids[1]]["status_code"], attempts[ids[1]]["error"], attempts[ids[1]]["headers"]) == (503, "busy", None)
     # a delivery no longer in flight (dropped meanwhile) keeps its state; its attempt is still on record
-    store.complete([Outcome(ids[0], 2, 7.0, "pending", "Failed", 500, 1.0, next_attempt_at=9.0),
-                    Outcome(ids[3], 1, 7.0, "pending", "Failed", 500, 1.0, next_attempt_at=9.0)])
+    store.complete([Outcome([ids[0], ids[3]], 2, 7.0, "pending", "Failed", 500, 1.0, next_attempt_at=9.0)])
     assert store.read("SELECT status FROM deliveries WHERE id=?", (ids[0],)) == [{"status": "delivered"}]
     assert store.read("SELECT status FROM deliveries WHERE id=?", (ids[3],)) == [{"status": "pending"}]
     assert len(store.attempts_for([ids[0]])) == 2
