@@ -22,7 +22,9 @@ import asyncio
 import ssl
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -33,7 +35,9 @@ except ImportError:  # not built for this platform (Windows): asyncio's loop doe
     uvloop = None
 
 MAX_BODY_KEPT = 65536
-WATCH_SECONDS = 0.05  # how often requests in flight are checked against their deadline
+MAX_HEADS_KEPT = 4096  # distinct request heads remembered (a dynamic header value can make every one new)
+WATCH_SECONDS = 0.05
+_FRAMING = (b"content-length", b"transfer-encoding")  # headers that say where an answer's body ends  # how often requests in flight are checked against their deadline
 
 
 @dataclass(slots=True)
@@ -41,9 +45,16 @@ class Response:
     status: int | None  # None: no HTTP response (connection error or timeout)
     latency_ms: float
     body: bytes = b""
-    headers: dict[str, str] | None = None
+    raw_headers: list[tuple[bytes, bytes]] | None = None  # as received; `headers` decodes them
     error: str | None = None
     timed_out: bool = False
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The answer's headers by name (decoded on demand: a delivery only needs its status)."""
+        if self.raw_headers is None:
+            return None
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
 
 
 class _Stale(ConnectionError):
@@ -99,8 +110,7 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        names = {name.lower() for name, _ in self._headers}
-        self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
+        self._until_close = not any(name.lower() in _FRAMING for name, _ in self._headers)
 
     def on_body(self, body: bytes) -> None:
         if self._kept < MAX_BODY_KEPT:
@@ -119,15 +129,14 @@ class _Connection(asyncio.Protocol):
     def _finish(self, keep_alive: bool) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._headers}
-            waiter.set_result((self._parser.get_status_code(), headers, b"".join(self._body)[:MAX_BODY_KEPT], keep_alive))
+            waiter.set_result((self._parser.get_status_code(), self._headers, b"".join(self._body)[:MAX_BODY_KEPT], keep_alive))
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    async def exchange(self, data: bytes, deadline: float) -> tuple[int, dict[str, str], bytes, bool]:
+    async def exchange(self, data: bytes, deadline: float) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         """Send one request; return (status, headers, body, keep_alive). Raises TimeoutError when
         the client's watchdog finds it past `deadline`."""
         if self.closed:
@@ -156,6 +165,7 @@ class WebhookClient:
     def __init__(self) -> None:
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._heads: dict[tuple, bytes] = {}  # request lines and headers by (method, target, *headers), see _head
         self._busy: set[_Connection] = set()
         self._watchdog: asyncio.Task | None = None
         # Local subscribers often use self-signed certificates; the emulator only ever talks to the
@@ -230,16 +240,22 @@ class WebhookClient:
             target = self._targets[url] = ((parts.scheme, parts.hostname, port), f"{path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1"))
         return target
 
-    @staticmethod
-    def _head(method: str, target: bytes, headers: dict[str, str], length: int | None) -> bytes:
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        # A CR, LF or NUL inside a name or value (a dynamic delivery attribute can carry anything)
-        # would split the request: every line break must be one of ours.
-        count = len(headers)
-        if lines.count("\n") != count or lines.count("\r") != count or "\0" in lines or ":" in "".join(headers):
-            raise ValueError(f"illegal header in {list(headers)}")
-        size = b"" if length is None else b"Content-Length: %d\r\n" % length
-        return b"%s %s%s%s\r\n" % (method.encode("ascii"), target, lines.encode("latin-1"), size)  # UnicodeEncodeError is a ValueError
+    def _head(self, method: str, target: bytes, headers: dict[str, str], length: int | None) -> bytes:
+        # A subscription sends the same headers request after request (only aeg-delivery-count and
+        # aeg-data-version move, over a few values): the checked and encoded lines are kept.
+        key = (method, target, *headers.items())
+        lines = self._heads.get(key)
+        if lines is None:
+            text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+            # A CR, LF or NUL inside a name or value (a dynamic delivery attribute can carry anything)
+            # would split the request: every line break must be one of ours.
+            count = len(headers)
+            if text.count("\n") != count or text.count("\r") != count or "\0" in text or ":" in "".join(headers):
+                raise ValueError(f"illegal header in {list(headers)}")
+            if len(self._heads) >= MAX_HEADS_KEPT:
+                self._heads.clear()
+            lines = self._heads[key] = b"%s %s%s" % (method.encode("ascii"), target, text.encode("latin-1"))  # UnicodeEncodeError is a ValueError
+        return lines + (b"\r\n" if length is None else b"Content-Length: %d\r\n\r\n" % length)
 
     async def _open(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
@@ -316,8 +332,9 @@ class WebhookClient:
             self._busy.discard(conn)
             conn.abort()
 
-    async def deliver(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Response:
-        return await self.send("POST", url, body, headers, timeout)
+    def deliver(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Coroutine[Any, Any, Response]:
+        """`send` of a POST (the coroutine itself: one frame less to pass through on every resume)."""
+        return self.send("POST", url, body, headers, timeout)
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float) -> Response:
         """The blocking form, for threads other than the loop's."""

@@ -185,6 +185,22 @@ def test_header_values_that_would_split_the_request_are_refused_before_sending(c
     server.close()
 
 
+def test_remembered_request_heads_follow_every_header_change_and_stay_bounded(client, monkeypatch):
+    import broker.webhook as webhook
+
+    monkeypatch.setattr(webhook, "MAX_HEADS_KEPT", 2)
+    ok = (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)
+    server = ScriptedServer([ok] * 4)
+    for count, body in (("0", b"[1]"), ("1", b"[22]"), ("0", b"[333]"), ("2", b"[4444]")):
+        assert client.post(server.url(), body, {"aeg-delivery-count": count}, 5).status == 200
+    heads = [r.partition(b"\r\n\r\n")[0].split(b"\r\n") for r in server.requests]
+    assert [[line for line in h if line.startswith((b"aeg-", b"Content-Length"))] for h in heads] == [
+        [b"aeg-delivery-count: 0", b"Content-Length: 3"], [b"aeg-delivery-count: 1", b"Content-Length: 4"],
+        [b"aeg-delivery-count: 0", b"Content-Length: 5"], [b"aeg-delivery-count: 2", b"Content-Length: 6"]]
+    assert len(client._heads) <= 2
+    server.close()
+
+
 def test_https_endpoints_with_self_signed_certificates_are_delivered_to(client, tmp_path):
     import ssl
 
