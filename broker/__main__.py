@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import signal
 import sys
+import threading
 
 from servicekit.logs import configure_logging
 
 from . import create_app
 from .config import Config
 from .ingress import is_publish
-from .serving import make_server
+from .serving import LoopPoller, make_server, serve_on_loop
 from .tls import TlsTerminator, ensure_certificate
 
 log = logging.getLogger("broker")
@@ -69,22 +71,34 @@ def main() -> int:
         log.info("https listening", extra={"port": config.https_port, "cert": str(cert)})
 
     def shutdown(signum, _frame):
-        # waitress's run() catches SystemExit and lets its worker threads finish their requests.
+        # Raised in the main thread, which waits for it below: the sockets close, the worker threads
+        # finish their requests, the engine stops.
         log.info("shutting down", extra={"signal": signum})
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    # waitress's sockets are polled by the delivery loop: a publish and its deliveries run on one
+    # thread (see serving.py). This thread only waits for the signal that stops the broker.
+    loop = engine.client.loop
+    poller = serve_on_loop(server, loop)
     log.info("broker listening", extra={"host": config.host, "port": config.port, "data_dir": str(config.data_dir),
                                          "default_topic": config.default_topic, "cpu": cpu})
     try:
-        server.run()
+        threading.Event().wait()
+    except (SystemExit, KeyboardInterrupt):
+        pass
     finally:
+        asyncio.run_coroutine_threadsafe(_close(poller), loop).result(10)
+        server.task_dispatcher.shutdown()  # lets the worker threads finish the requests they serve
         if tls:
             tls.stop()
-        server.close()
         engine.stop()
     return 0
+
+
+async def _close(poller: LoopPoller) -> None:
+    poller.close()  # on the loop's thread, as everything the poller does
 
 
 if __name__ == "__main__":

@@ -207,7 +207,11 @@ class Dispatcher:
         # Not run_coroutine_threadsafe: nobody reads a worker's result, and chaining a thread-safe
         # future to every worker's task was ~8% of the GIL time at 800 single deliveries a second.
         try:
-            self.client.loop.call_soon_threadsafe(self._spawn, work)
+            loop = self.client.loop
+            if self.client.on_loop():  # a publish served on the loop's own thread: no wake-up needed
+                self._spawn(work)
+            else:
+                loop.call_soon_threadsafe(self._spawn, work)
         except RuntimeError:  # the client is closed: the broker is stopping
             work.close()
             raise

@@ -189,10 +189,15 @@ class WebhookClient:
                     raise RuntimeError("the webhook client is closed")
                 if self._loop is None:
                     loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
-                    self._thread = threading.Thread(target=loop.run_forever, name="webhook-loop", daemon=True)
+                    self._thread = threading.Thread(target=loop.run_forever, name="event-loop", daemon=True)
                     self._thread.start()
                     self._loop = loop
         return self._loop
+
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the client's loop thread."""
+        thread = self._thread
+        return thread is not None and thread.ident == threading.get_ident()
 
     def close(self) -> None:
         """Abort every connection and request still in flight, and stop the loop."""

@@ -1,7 +1,9 @@
-"""The broker's waitress server: publish requests on the I/O thread, everything else on workers."""
+"""The broker's waitress server, polled by an event loop: publish requests on the loop's (I/O) thread,
+everything else on workers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -9,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from waitress import wasyncore
+import uvloop
 
 from broker.ingress import is_publish
-from broker.serving import make_server
+from broker.serving import make_server, serve_on_loop
 from tests.integration.processes import event
 from tests.waiting import wait_until
 
@@ -38,20 +40,38 @@ class Recorder:
         return [body]
 
 
+class Served:
+    """A server from `make_server` polled by an event loop on a thread named io-thread, as the broker
+    runs it (on its delivery loop)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="io-thread", daemon=True)
+        self.thread.start()
+        self.poller = serve_on_loop(server, self.loop)
+
+    def close(self) -> None:
+        async def close():
+            self.poller.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.server.task_dispatcher.shutdown()
+        assert not self.thread.is_alive()
+        self.loop.close()
+
+
 @pytest.fixture
 def served():
     app = Recorder()
     server = make_server(app, is_publish, threads=2, host="127.0.0.1", port=0, channel_request_lookahead=1)  # as the broker
-    loop = threading.Thread(target=server.run, name="io-thread", daemon=True)
-    loop.start()
+    running = Served(server)
     app.server = server
     yield app, server.effective_port
     app.release.set()
-    # Closed from the I/O thread itself (a trigger thunk), so its select() never sees a closed socket.
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    loop.join(5)
-    server.task_dispatcher.shutdown()
-    assert not loop.is_alive()
+    running.close()
 
 
 def request(method: str, path: str, body: bytes = b"") -> bytes:
@@ -141,6 +161,44 @@ def test_only_workers_wake_the_io_thread(served):
     assert "io-thread" not in pulled
 
 
+def test_connections_that_come_and_go_are_each_served_by_the_loop(served):
+    """Closed sockets' numbers are reused at once by new ones: each must be watched afresh."""
+    app, port = served
+    for n in range(30):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request("POST", "/api/events", b"[]") + request("GET", f"/api/topics/{n}"))
+            assert read_answers(sock, 2) == [b"/api/events", f"/api/topics/{n}".encode()]
+    assert app.threads["/api/events"] == "io-thread" and app.threads["/api/topics/29"] != "io-thread"
+
+
+def test_an_idle_connection_is_closed_after_the_channel_timeout():
+    app = Recorder()
+    server = make_server(app, is_publish, threads=1, host="127.0.0.1", port=0, channel_timeout=1, cleanup_interval=1)
+    running = Served(server)
+    try:
+        with socket.create_connection(("127.0.0.1", server.effective_port), timeout=10) as sock:
+            sock.sendall(request("GET", "/api/topics"))
+            assert read_answers(sock, 1) == [b"/api/topics"]
+            # Nothing happens on any socket now: only the poller's own round finds it idle.
+            assert sock.recv(1) == b""  # closed by the server, well within the 10 s timeout
+    finally:
+        running.close()
+
+
+def test_closing_the_poller_closes_the_listener_and_every_connection():
+    server = make_server(Recorder(), is_publish, threads=1, host="127.0.0.1", port=0)
+    running = Served(server)
+    port = server.effective_port
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(request("GET", "/api/topics"))
+    assert read_answers(sock, 1) == [b"/api/topics"]
+    running.close()
+    assert sock.recv(1) == b""
+    sock.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
 # -- publishes answered straight from the bytes read ---------------------------------------------
 
 
@@ -163,12 +221,9 @@ def answering():
     app, responder = Recorder(), Responder()
     server = make_server(app, is_publish, threads=2, respond=responder, host="127.0.0.1", port=0, ident="emulator",
                          channel_request_lookahead=1)
-    loop = threading.Thread(target=server.run, name="io-thread", daemon=True)
-    loop.start()
+    running = Served(server)
     yield app, responder, server
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    loop.join(5)
-    server.task_dispatcher.shutdown()
+    running.close()
 
 
 def answer(stream) -> tuple[bytes, dict[bytes, bytes], bytes]:

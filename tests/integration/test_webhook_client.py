@@ -227,6 +227,23 @@ def test_a_closed_client_answers_with_an_error_instead_of_starting_again():
     server.close()
 
 
+def test_the_client_tells_its_own_loop_thread_from_others():
+    import asyncio
+
+    client = WebhookClient()
+    try:
+        assert client.on_loop() is False  # not even started yet
+        loop = client.loop
+
+        async def ask():
+            return client.on_loop()
+
+        assert asyncio.run_coroutine_threadsafe(ask(), loop).result(5) is True
+        assert client.on_loop() is False
+    finally:
+        client.close()
+
+
 def test_uvloop_runs_the_requests_where_it_is_built():
     uvloop = pytest.importorskip("uvloop")
     client = WebhookClient()
