@@ -86,6 +86,11 @@ class Renderings:
 
 
 CLAIM_AHEAD = 256  # deliveries claimed from the store per subscription at once
+# Deliveries a lane holds at most (each with its event's stored record, shared by the event's
+# subscriptions: a few MB at most). Up to this a burst of publishes goes to a subscriber without a
+# round trip through the store as pending and a claim: fan-out with 256 was 4.7-5.6k deliveries/s,
+# with 4096 5.4-6.4k (alternating runs).
+LANE_LIMIT = 4096
 LOW_WATER = 64  # a lane holding fewer asks the loop to claim more
 WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (fairness across lanes)
 
@@ -191,7 +196,7 @@ class Dispatcher:
             with self._lock:
                 buffered = len(lane.buffer)
             if buffered < LOW_WATER:
-                want = self._capacity(sub) - buffered
+                want = min(self._claim_size(sub), self._capacity(sub) - buffered)
                 claimed = self.store.claim(sub.topic, sub.name, now, want)
                 with self._lock:
                     lane.buffer.extend(claimed)
@@ -237,9 +242,13 @@ class Dispatcher:
                 if (lane := self._lanes.get(s.key)) is not None and lane.caught_up and len(lane.buffer) + count <= self._capacity(s)
             }
 
-    def _capacity(self, sub: Subscription) -> int:
-        """How many deliveries a lane holds at most: enough for every worker's next request twice."""
+    def _claim_size(self, sub: Subscription) -> int:
+        """How many deliveries a claim takes at most: enough for every worker's next request twice."""
         return max(CLAIM_AHEAD, 2 * self.config.subscription_concurrency * sub.max_events_per_batch)
+
+    def _capacity(self, sub: Subscription) -> int:
+        """How many deliveries a lane holds at most."""
+        return max(LANE_LIMIT, self._claim_size(sub))
 
     def hand_over(self, handed: list[tuple[Subscription, list[Claimed]]]) -> None:
         """Deliveries claimed at birth (see `direct`), after their commit: into their lanes."""

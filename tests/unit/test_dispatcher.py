@@ -288,3 +288,30 @@ def test_a_lane_that_is_behind_gets_fresh_deliveries_as_pending_in_order(engine,
     assert len(fake.requests) == 1 and statuses(engine) == {"delivered": 1, "pending": 2}
     dispatch(engine)
     assert [r["body"][0]["id"] for r in fake.requests] == ["e0", "e1", "e2"] and statuses(engine) == {"delivered": 3}
+
+
+def test_a_lane_takes_a_burst_larger_than_a_claim_straight_from_the_publish(engine, client, fake, monkeypatch):
+    from broker import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "CLAIM_AHEAD", 3)
+    monkeypatch.setattr(dispatcher_module, "LANE_LIMIT", 10)
+    subscribe(client)
+    publish(client)
+    dispatch(engine)
+    monkeypatch.setattr(engine.dispatcher, "_direct", True)
+    monkeypatch.setattr(engine.dispatcher, "_submit", inline)
+    claims = []
+    real_claim = engine.store.claim
+    monkeypatch.setattr(engine.store, "claim", lambda *a: claims.append(a) or real_claim(*a))
+
+    publish(client, n=9, start=1)  # more than a claim takes (2 x 4 workers' requests), within what a lane holds
+    engine.store.flush()
+    assert claims == [] and statuses(engine) == {"delivered": 10}
+
+    engine.dispatcher._lanes[engine.registry.subscription("default", "orders-sub").key].caught_up = False
+    publish(client, n=10, start=10)  # a lane that is behind: pending, then claimed a claim's worth at a time
+    assert statuses(engine) == {"delivered": 10, "pending": 10}
+    dispatch(engine)
+    assert [c[-1] for c in claims] == [8] and statuses(engine) == {"delivered": 18, "pending": 2}
+    dispatch(engine)
+    assert statuses(engine) == {"delivered": 20}
