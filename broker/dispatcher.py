@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -70,18 +71,21 @@ class Renderings:
         self._items: OrderedDict[int, Rendering] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, seq: int, event: Event) -> None:
+    def add(self, events: Iterable[tuple[int, Event]]) -> None:
+        """(sequence number, event) pairs, under one lock per batch."""
         with self._lock:
-            self._items[seq] = Rendering(event)
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
+            items = self._items
+            for seq, event in events:
+                items[seq] = Rendering(event)
+            while len(items) > self.size:
+                items.popitem(last=False)
 
     def get(self, seq: int, record: bytes) -> Rendering:
         with self._lock:
             found = self._items.get(seq)
         if found is None:  # an older event (a retry, a backlog after restart): from the stored record
             found = Rendering(Event.from_record(codec.loads(record)))
-            self.add(seq, found.event)
+            self.add([(seq, found.event)])
         return found
 
 
@@ -239,7 +243,8 @@ class Dispatcher:
         with self._lock:
             return {
                 s.key for s in subs
-                if (lane := self._lanes.get(s.key)) is not None and lane.caught_up and len(lane.buffer) + count <= self._capacity(s)
+                if (lane := self._lanes.get(s.key)) is not None and lane.caught_up
+                and (len(lane.buffer) + count <= LANE_LIMIT or len(lane.buffer) + count <= self._capacity(s))
             }
 
     def _claim_size(self, sub: Subscription) -> int:

@@ -99,9 +99,8 @@ class Engine:
         if deliveries:
             handed: dict[str, tuple[Subscription, list[Claimed]]] = {}
             pending = False
-            for seq, event, row, route in zip(seqs, events, rows, routes, strict=True):
-                if route:
-                    self.dispatcher.renderings.add(seq, event)
+            self.dispatcher.renderings.add([(seq, event) for seq, event, route in zip(seqs, events, routes, strict=True) if route])
+            for seq, row, route in zip(seqs, rows, routes, strict=True):
                 for sub in route:
                     if claimed[sub.name]:
                         handed.setdefault(sub.name, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, expires[sub.name], row[3]))
