@@ -6,6 +6,8 @@ One `Engine` per app (kept in `app.extensions["broker"]`); nothing lives at modu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ class Engine:
         self.validator = Validator(self.registry, self.client, self.clock, config)
         self.started = False
         self.seen_api_versions: set[str] = set()
+        self._pass: list[tuple[_Batch, Callable[[BaseException | None], None]]] = []  # see accept_soon
         if self.registry.topic(config.default_topic) is None:
             self.registry.put_topic(config.default_topic)
         if config.config_file:
@@ -77,53 +80,39 @@ class Engine:
         The filter of each subscription is evaluated here, at publish time, as Azure does: a
         subscription created later does not receive events published before it existed.
         """
-        now = self.clock.now()
-        subs = [s for s in topic.subscriptions.values() if s.routable]
-        direct = self.dispatcher.direct(subs, len(events)) if subs else set()
-        claimed = {sub.name: sub.key in direct for sub in subs}
-        expires = {sub.name: now + self.clock.scaled(sub.retry.ttl_seconds) for sub in subs}
-        filtered = [sub for sub in subs if not sub.filter.matches_everything]
-        topic_path = self.config.topic_path(topic.name)
-        rows, routes = [], []
-        for event in events:
-            route = subs
-            if filtered:
-                envelope = schemas.render(event, event.input_schema, topic_path)
-                route = [sub for sub in subs if sub.filter.matches_everything or sub.filter.matches(envelope)]
-            rows.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
-            routes.append(route)
-        seqs, delivery_id = self.store.append(
-            topic.name, rows, [[(sub.name, expires[sub.name], claimed[sub.name]) for sub in route] for route in routes], now
-        )
-        deliveries = sum(map(len, routes))
-        if deliveries:
-            handed: dict[str, tuple[Subscription, list[Claimed]]] = {}
-            pending = False
-            self.dispatcher.renderings.add([(seq, event) for seq, event, route in zip(seqs, events, routes, strict=True) if route])
-            for seq, row, route in zip(seqs, rows, routes, strict=True):
-                for sub in route:
-                    if claimed[sub.name]:
-                        handed.setdefault(sub.name, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, expires[sub.name], row[3]))
-                    else:
-                        pending = True
-                    delivery_id += 1
-            if handed:
-                self.dispatcher.hand_over(list(handed.values()))
-            if pending:
-                self.dispatcher.wake()  # only when there is something for it to claim
-        self.metrics.child(self.metrics.accepted, topic.name).inc(len(events))
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "accepted batch",
-                extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": deliveries},
-            )
-        if self.feed.has_listeners:
-            for seq, event, route in zip(seqs, events, routes, strict=True):
-                self.feed.publish("event", {
-                    "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
-                    "time": event.time, "receivedAt": now, "subscriptions": [sub.name for sub in route],
-                })
-        return deliveries
+        batch = _Batch(self, topic, events)
+        seqs, delivery_id = self.store.append(*batch.rows)
+        return batch.accepted(seqs, delivery_id)
+
+    def accept_soon(self, topic: Topic, events: list[Event], then: Callable[[BaseException | None], None]) -> None:
+        """`accept` for a publish served on the delivery loop's thread, without waiting there: the
+        batches accepted in one pass of the loop share one commit (each still all-or-nothing), and
+        `then(error)` runs on the loop's thread once its batch is stored (error None) or refused."""
+        self._pass.append((_Batch(self, topic, events), then))
+        if len(self._pass) == 1:
+            self.client.loop.call_soon(self._commit_pass)
+
+    def _commit_pass(self) -> None:
+        batches, self._pass = self._pass, []
+        loop = self.client.loop
+
+        def done(batch: _Batch, then, result, error: BaseException | None) -> None:
+            if error is None:
+                try:
+                    batch.accepted(*result)
+                except Exception as exc:  # stored all the same: the deliveries go out after a restart's recovery
+                    log.exception("accepted batch could not be handed to the dispatcher")
+                    error = exc
+            if self.client.on_loop():
+                then(error)
+            else:  # committed by the writer thread: another write held the store
+                loop.call_soon_threadsafe(then, error)
+
+        try:
+            self.store.transact_soon([(self.store.appending(*batch.rows), partial(done, batch, then)) for batch, then in batches])
+        except Exception as exc:  # the store is closed: the broker is stopping
+            for _, then in batches:
+                then(exc)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -216,3 +205,62 @@ class Engine:
             },
         }
 
+
+
+class _Batch:
+    """One publish's events on their way into the store: routed, serialised, then (`accepted`)
+    handed to the dispatcher, counted and shown."""
+
+    def __init__(self, engine: Engine, topic: Topic, events: list[Event]) -> None:
+        self.engine, self.topic, self.events = engine, topic, events
+        self.now = now = engine.clock.now()
+        subs = [s for s in topic.subscriptions.values() if s.routable]
+        direct = engine.dispatcher.direct(subs, len(events)) if subs else set()
+        self.claimed = {sub.name: sub.key in direct for sub in subs}
+        self.expires = {sub.name: now + engine.clock.scaled(sub.retry.ttl_seconds) for sub in subs}
+        filtered = [sub for sub in subs if not sub.filter.matches_everything]
+        topic_path = engine.config.topic_path(topic.name)
+        self.records, self.routes = [], []
+        for event in events:
+            route = subs
+            if filtered:
+                envelope = schemas.render(event, event.input_schema, topic_path)
+                route = [sub for sub in subs if sub.filter.matches_everything or sub.filter.matches(envelope)]
+            self.records.append((event.id, event.type, event.subject, codec.dumps(event.to_record())))
+            self.routes.append(route)
+        self.rows = (topic.name, self.records,
+                     [[(sub.name, self.expires[sub.name], self.claimed[sub.name]) for sub in route] for route in self.routes], now)
+
+    def accepted(self, seqs: list[int], delivery_id: int) -> int:
+        """After the commit: the deliveries to their lanes (or the dispatcher woken for them), the
+        counters, the log and the dashboard's feed. Returns how many deliveries were made."""
+        eng, topic, events, routes, now = self.engine, self.topic, self.events, self.routes, self.now
+        deliveries = sum(map(len, routes))
+        if deliveries:
+            handed: dict[str, tuple[Subscription, list[Claimed]]] = {}
+            pending = False
+            eng.dispatcher.renderings.add([(seq, event) for seq, event, route in zip(seqs, events, routes, strict=True) if route])
+            for seq, row, route in zip(seqs, self.records, routes, strict=True):
+                for sub in route:
+                    if self.claimed[sub.name]:
+                        handed.setdefault(sub.name, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, self.expires[sub.name], row[3]))
+                    else:
+                        pending = True
+                    delivery_id += 1
+            if handed:
+                eng.dispatcher.hand_over(list(handed.values()))
+            if pending:
+                eng.dispatcher.wake()  # only when there is something for it to claim
+        eng.metrics.child(eng.metrics.accepted, topic.name).inc(len(events))
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "accepted batch",
+                extra={"topic": topic.name, "count": len(events), "event_ids": [e.id for e in events][:20], "deliveries": deliveries},
+            )
+        if eng.feed.has_listeners:
+            for seq, event, route in zip(seqs, events, routes, strict=True):
+                eng.feed.publish("event", {
+                    "seq": seq, "topic": topic.name, "id": event.id, "type": event.type, "subject": event.subject,
+                    "time": event.time, "receivedAt": now, "subscriptions": [sub.name for sub in route],
+                })
+        return deliveries

@@ -18,6 +18,7 @@ import orjson
 
 from . import auth, schemas
 from .errors import ApiError
+from .serving import LATER
 from .topics import Topic
 
 log = logging.getLogger("broker.ingress")
@@ -34,7 +35,8 @@ def is_publish(method: str, path: str) -> bool:
     return method == "POST" and PUBLISH_PATH.match(path) is not None
 
 
-_OK = ("200 OK", [("Content-Length", "0")], b"")
+Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
+_OK: Answer = ("200 OK", [("Content-Length", "0")], b"")
 
 
 class PublishMiddleware:
@@ -52,26 +54,30 @@ class PublishMiddleware:
         return [body]
 
     def respond(self, method: str, path: str, query_string: str, headers: Callable[[], dict[str, str]],
-                body: Callable[[], bytes]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+                body: Callable[[], bytes], later: Callable[[Answer], None] | None = None) -> Answer | object | None:
         """Serve a publish request: (status line, headers, body) in WSGI's terms, or None for a
         request that is not a publish. `headers()` gives the request headers by lower-case name,
-        `body()` the body, both read only when needed."""
+        `body()` the body, both read only when needed.
+
+        Called on the delivery loop's thread with `later`, a valid publish is answered through
+        `later(answer)` once stored (`Engine.accept_soon`), and this returns `LATER`."""
         match = PUBLISH_PATH.match(path)
         if not match:
             return None
         if method != "POST":
             return _error(ApiError(405, "MethodNotAllowed", "The publish endpoint only takes POST."), [("Allow", "POST")])
         topic = match.group(1) or self.engine.config.default_topic
+        if later is not None and not self.engine.client.on_loop():
+            later = None  # (a server polled by some other loop: the engine's loop would be woken from outside)
         try:
-            self.publish(topic, path, query_string, headers(), body)
+            self.publish(topic, path, query_string, headers(), body, None if later is None else lambda exc: later(_answer(exc)))
         except Exception as exc:
-            if not isinstance(exc, ApiError):
-                log.exception("publish failed")
-                exc = ApiError(500, "InternalServerError", "The broker hit an unexpected error; see its log.")
-            return _error(exc)
-        return _OK  # Azure answers an accepted publish with 200 and an empty body
+            return _answer(exc)
+        return _OK if later is None else LATER  # Azure answers an accepted publish with 200 and an empty body
 
-    def publish(self, topic_name: str, path: str, query_string: str, headers: dict[str, str], body: Callable[[], bytes]) -> None:
+    def publish(self, topic_name: str, path: str, query_string: str, headers: dict[str, str], body: Callable[[], bytes],
+                then: Callable[[BaseException | None], None] | None = None) -> None:
+        """Validate and store a publish: before returning, or (`then`) soon after, calling then(error)."""
         eng = self.engine
         query = _query(query_string)
         topic = eng.registry.topic(topic_name)
@@ -99,7 +105,20 @@ class PublishMiddleware:
             raise
         if eng.registry.topic(topic_name) is None:
             topic = eng.topic_for_publish(topic_name)
-        eng.accept(topic, events)
+        if then is None:
+            eng.accept(topic, events)
+        else:
+            eng.accept_soon(topic, events, then)
+
+
+def _answer(exc: BaseException | None) -> Answer:
+    """The answer to a publish that was stored (None) or failed with `exc`."""
+    if exc is None:
+        return _OK
+    if not isinstance(exc, ApiError):
+        log.error("publish failed", exc_info=exc)
+        exc = ApiError(500, "InternalServerError", "The broker hit an unexpected error; see its log.")
+    return _error(exc)
 
 
 def _headers(environ) -> dict[str, str]:

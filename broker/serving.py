@@ -43,8 +43,11 @@ from waitress.channel import HTTPChannel
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import build_http_date
 
-# respond(method, path, query_string, headers(), body()) -> (status line, headers, body) or None
-Responder = Callable[[str, str, str, Callable[[], dict[str, str]], Callable[[], bytes]], tuple[str, list, bytes] | None]
+# respond(method, path, query_string, headers(), body(), later) -> (status line, headers, body), None
+# (not its request: waitress serves it) or LATER: the answer comes through later(answer), on the
+# I/O thread, and the connection reads nothing more until then.
+Responder = Callable[..., "tuple[str, list, bytes] | object | None"]
+LATER = object()
 
 
 class _Parsed:
@@ -88,6 +91,10 @@ class _Channel(HTTPChannel):
 
     reader = 0  # the I/O thread's id while it is inside handle_read
     serve_here = False  # a request is ready and the dispatcher left it to us
+    awaiting = False  # a publish read from the bytes will be answered later (LATER)
+
+    def readable(self):
+        return not self.awaiting and super().readable()
 
     def handle_read(self):
         self.reader = self.server.io_thread = threading.get_ident()
@@ -106,7 +113,7 @@ class _Channel(HTTPChannel):
         # is answered straight from the bytes read. Anything else, or anything this does not
         # recognise, goes to waitress exactly as read.
         if (self.server.respond is not None and data.startswith(b"POST ") and self.request is None and not self.requests
-                and not self.will_close and not self.close_when_flushed and self._answer(data)):
+                and not self.awaiting and not self.will_close and not self.close_when_flushed and self._answer(data)):
             return True
         return super().received(data)
 
@@ -125,14 +132,29 @@ class _Channel(HTTPChannel):
             return False
         answer = self.server.respond(
             "POST", url.path.decode("latin-1"), (url.query or b"").decode("latin-1"), lambda: parsed.headers,
-            lambda: b"".join(parsed.body),
+            lambda: b"".join(parsed.body), self._later if self.server.poller is not None else None,
         )
         if answer is None:
             return False
+        if answer is LATER:
+            self.awaiting = True
+        else:
+            self._send_answer(answer)
+        return True
+
+    def _later(self, answer: tuple[str, list, bytes]) -> None:
+        """The answer to the publish this connection awaits (on the I/O thread)."""
+        self.awaiting = False
+        if self.connected:
+            self._send_answer(answer)
+        poller = self.server.poller
+        if poller is not None and self._fileno is not None:
+            poller.sync(self._fileno)  # read again, or write what did not go out at once
+
+    def _send_answer(self, answer: tuple[str, list, bytes]) -> None:
         status, headers, body = answer
         head = "".join(f"{name}: {value}\r\n" for name, value in headers)
         self._write(f"HTTP/1.1 {status}\r\n{head}Date: {self.server.http_date()}\r\nServer: {self.adj.ident}\r\n\r\n".encode("latin-1") + body)
-        return True
 
     def _write(self, response: bytes) -> None:
         if not self.total_outbufs_len:  # nothing queued before it: most answers go out right here
@@ -171,6 +193,7 @@ def make_server(app, inline: Callable[[str, str], bool], threads: int, respond: 
     server.channel_class = _Channel
     server.respond = respond
     server.io_thread = None
+    server.poller = None  # the LoopPoller serving it, when one does (answers can then come LATER)
     wake = server.pull_trigger
 
     def pull_trigger():
@@ -235,7 +258,7 @@ class LoopPoller:
 
     def start(self) -> None:
         self.server.io_thread = threading.get_ident()
-        self.map.poller = self
+        self.server.poller = self.map.poller = self
         self.sync_all()
         self._tick = self.loop.call_later(1.0, self._periodic)
 
@@ -245,7 +268,7 @@ class LoopPoller:
             self._tick.cancel()
         for fd in list(self._reading | self._writing):
             self.removed(fd)
-        self.map.poller = None
+        self.server.poller = self.map.poller = None
         wasyncore.close_all(self.map)
 
     def _periodic(self) -> None:

@@ -59,16 +59,19 @@ class StoreClosed(RuntimeError):
 
 
 class _Job:
-    __slots__ = ("fn", "result", "error", "done", "waited", "due")
+    __slots__ = ("fn", "result", "error", "done", "waited", "due", "then")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], waited: bool = True, queued: bool = True,
-                 due: float = 0.0) -> None:
+                 due: float = 0.0, then: Callable[[Any, BaseException | None], None] | None = None) -> None:
         self.fn = fn
         self.result: Any = None
         self.error: BaseException | None = None
         self.waited = waited  # its caller reads the result or the error
-        self.done = threading.Event() if waited and queued else None  # what a queued caller waits on
+        # What a queued caller waits on; a job with `then` is not waited for: then(result, error) runs
+        # once it is committed (or failed), in the thread that ran its group.
+        self.done = threading.Event() if waited and queued and then is None else None
         self.due = due  # monotonic time the writer thread commits it by (0: at once)
+        self.then = then
 
 
 @dataclass(slots=True)
@@ -194,6 +197,23 @@ class Store:
         if not lazy or not self._lazy_timer:  # a lazy one wakes the writer only to set its timer
             self._queued.set()
 
+    def transact_soon(self, jobs: Sequence[tuple[Callable[[sqlite3.Connection], Any], Callable[[Any, BaseException | None], None]]]) -> None:
+        """Run writes `(fn, then)` in one transaction, each all-or-nothing, and call `then(result,
+        error)` for each once committed. Never waits: when no other write is running they run and
+        commit right here, and each `then` is called before this returns; otherwise the writer thread
+        takes them into its next group and calls them from there."""
+        if self._stopping or not self._writer.is_alive():
+            raise StoreClosed("the store is closed")
+        queued = [_Job(fn, queued=False, then=then) for fn, then in jobs]
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._run_group(self._db(), queued)
+            finally:
+                self._write_lock.release()
+        else:
+            self._jobs.extend(queued)
+            self._queued.set()
+
     def flush(self) -> None:
         """Wait until every write queued so far is committed (jobs are only taken from the queue
         under the write lock, so once this one's group ran, every earlier job's had)."""
@@ -278,6 +298,11 @@ class Store:
             for job in jobs:
                 if job.done is not None:
                     job.done.set()
+                elif job.then is not None:
+                    try:
+                        job.then(job.result, job.error)
+                    except Exception:
+                        log.exception("a commit's follow-up failed")
 
     def close(self) -> None:
         self.checkpointer.stop()
@@ -390,6 +415,16 @@ class Store:
         stored `inflight`: the caller hands it to the dispatcher itself (at start-up, recover()
         returns it to pending like any other claim the process did not finish).
         """
+        return self._transact(self.appending(topic, events, routes, now))
+
+    def appending(
+        self,
+        topic: str,
+        events: Sequence[tuple[str, str, str | None, bytes]],
+        routes: Sequence[Sequence[tuple[str, float, bool]]],
+        now: float,
+    ) -> Callable[[sqlite3.Connection], tuple[list[int], int]]:
+        """`append`'s write, to run with `transact_soon`."""
         def tx(db: sqlite3.Connection) -> tuple[list[int], int]:
             # Numbers are handed out here, on the single writer thread, so the whole batch goes in
             # with two executemany calls instead of a statement per row.
@@ -409,7 +444,7 @@ class Store:
                 )
             return list(range(first, first + len(events))), first_id
 
-        return self._transact(tx)
+        return tx
 
     def _numbers(self, db: sqlite3.Connection, table: str, column: str, count: int) -> int:
         """Take `count` consecutive numbers for `table.column` (writer thread only); return the

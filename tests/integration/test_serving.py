@@ -14,7 +14,7 @@ import requests
 import uvloop
 
 from broker.ingress import is_publish
-from broker.serving import make_server, serve_on_loop
+from broker.serving import LATER, make_server, serve_on_loop
 from tests.integration.processes import event
 from tests.waiting import wait_until
 
@@ -206,14 +206,19 @@ class Responder:
     """Stands in for the publish middleware's `respond`: answers POSTs to /api/events with the body
     it was given, and notes each request it was asked about."""
 
-    def __init__(self) -> None:
+    def __init__(self, defer: float | None = None) -> None:
         self.calls: list[tuple] = []
+        self.defer = defer  # answer this many seconds later, through `later`
 
-    def __call__(self, method, path, query, headers, body):
+    def __call__(self, method, path, query, headers, body, later=None):
         if path != "/api/events":
             return None
         self.calls.append((method, path, query, headers(), body(), threading.current_thread().name))
-        return "202 Accepted", [("Content-Type", "text/plain"), ("Content-Length", str(len(body())))], body()
+        answer = "202 Accepted", [("Content-Type", "text/plain"), ("Content-Length", str(len(body())))], body()
+        if self.defer is None or later is None:
+            return answer
+        asyncio.get_running_loop().call_later(self.defer, later, answer)
+        return LATER
 
 
 @pytest.fixture
@@ -251,6 +256,25 @@ def test_a_publish_read_whole_is_answered_from_its_bytes_on_the_io_thread(answer
     assert (method, path, query, body, thread) == ("POST", "/api/events", "api-version=2018-01-01", b'[{"n":1}]', "io-thread")
     assert headers["aeg-sas-key"] == "k" and headers["x-two"] == "a, b"  # repeated headers joined, as in WSGI
     assert app.threads == {}  # the WSGI app never saw them
+
+
+def test_a_publish_answered_later_holds_back_the_next_request_on_its_connection():
+    app, responder = Recorder(), Responder(defer=0.2)
+    server = make_server(app, is_publish, threads=2, respond=responder, host="127.0.0.1", port=0, channel_request_lookahead=1)
+    running = Served(server)
+    try:
+        with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+            sock.sendall(request("POST", "/api/events", b"[1]"))
+            wait_until(lambda: responder.calls, 5, "the publish to be read")
+            sock.sendall(request("GET", "/api/topics"))  # while the publish is still unanswered
+            first, second = answer(stream), answer(stream)
+            assert (first[0], first[2]) == (b"HTTP/1.1 202 Accepted", b"[1]")
+            assert (second[0], second[2]) == (b"HTTP/1.1 200 OK", b"/api/topics")
+            sock.sendall(request("POST", "/api/events", b"[2]"))  # and the connection goes on as before
+            assert answer(stream)[2] == b"[2]"
+        assert [c[4] for c in responder.calls] == [b"[1]", b"[2]"]
+    finally:
+        running.close()
 
 
 def test_a_chunked_publish_read_whole_is_answered_with_its_body_put_together(answering):
