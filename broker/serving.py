@@ -16,8 +16,10 @@ single-event publishes/s with a subscriber: the broker's CPU 0.76 -> 0.65 cores,
 p50 1.25 -> 0.9 ms.
 
 The common publish -- one whole HTTP/1.1 request in one read, on a keep-alive connection with
-nothing else in progress -- does not even become a waitress request: httptools parses the bytes,
-the publish middleware's `respond` answers, and the answer is sent at once. Waitress's own request
+nothing else in progress -- does not even become a waitress request: httptools parses the bytes and
+the publish middleware's `respond` validates it. It answers through `later` once the publish is
+stored: the publishes read in one pass of the loop share one commit (`Engine.accept_soon`), and the
+loop never waits for the store meanwhile; the connection reads nothing more until its answer is out. Waitress's own request
 parser, WSGI environ, task and response writer cost more than the publish itself (measured at 700
 publishes/s: 520-740 -> 370-475 microseconds of the I/O thread per publish; single-event ingress
 ~3,600 -> ~4,500/s). Whatever that path does not take -- pipelined or partial requests, HTTP/1.0,
