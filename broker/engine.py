@@ -206,7 +206,6 @@ class Engine:
         }
 
 
-
 class _Batch:
     """One publish's events on their way into the store: routed, serialised, then (`accepted`)
     handed to the dispatcher, counted and shown."""
