@@ -199,7 +199,7 @@ def make_server(app, inline: Callable[[str, str], bool], threads: int, respond: 
     wake = server.pull_trigger
 
     def pull_trigger():
-        # Wakes the I/O thread out of select() after a worker wrote. A request served on the I/O
+        # Wakes the I/O thread out of its wait after a worker wrote. A request served on the I/O
         # thread itself would only make it read its own wake-up byte on the next pass.
         if threading.get_ident() != server.io_thread:
             wake()

@@ -138,7 +138,7 @@ def test_a_large_answer_written_by_a_worker_is_sent_to_the_end(served):
 
 
 def test_only_workers_wake_the_io_thread(served):
-    """A worker that wrote must wake the I/O thread out of select(); a publish served on the I/O
+    """A worker that wrote must wake the I/O thread out of its wait; a publish served on the I/O
     thread must not (that wake-up cost more than a tenth of a publish)."""
     app, port = served
     trigger = app.server.trigger
