@@ -171,7 +171,7 @@ class Store:
             return fn(self._db())
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        if self._write_lock.acquire(blocking=False):
+        if not self.checkpointer.waiting and self._write_lock.acquire(blocking=False):
             job = _Job(fn, queued=False)  # run right here: nothing to wait for
             try:
                 self._run_group(self._db(), [job, *self._take(MAX_GROUP - 1)] if with_queued else [job])
@@ -205,7 +205,7 @@ class Store:
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
         queued = [_Job(fn, queued=False, then=then) for fn, then in jobs]
-        if self._write_lock.acquire(blocking=False):
+        if not self.checkpointer.waiting and self._write_lock.acquire(blocking=False):
             try:
                 self._run_group(self._db(), queued)
             finally:

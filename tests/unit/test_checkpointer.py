@@ -65,3 +65,23 @@ def test_the_log_is_started_over_under_steady_writes(tmp_path):
         assert store.event_count() == written
     finally:
         store.close()
+
+
+def test_writers_leave_the_lock_to_a_checkpointer_waiting_for_it(tmp_path, monkeypatch):
+    """While the checkpointer waits for the write lock, a write does not take it itself: it goes to
+    the writer thread, so a caller committing in a tight loop cannot keep the checkpointer out."""
+    import threading
+
+    store = Store(tmp_path / "b.db")
+    ran_on = []
+    run_group = store._run_group
+    monkeypatch.setattr(store, "_run_group", lambda db, jobs: ran_on.append(threading.current_thread().name) or run_group(db, jobs))
+    try:
+        store.append("default", [("e1", "T", "s", b"{}")], [[]], 1.0)
+        store.checkpointer.waiting = True
+        store.append("default", [("e2", "T", "s", b"{}")], [[]], 1.0)
+        store.checkpointer.waiting = False
+        assert ran_on == [threading.current_thread().name, "store-writer"]
+        assert store.event_count() == 2
+    finally:
+        store.close()
