@@ -45,10 +45,11 @@ class Checkpointer:
         self.interval = interval
         self.reset_bytes = reset_bytes
         self.resets = 0  # rounds run under the write lock (tests and curiosity)
-        # Set while this thread waits for the write lock: writers then queue for the writer thread
-        # instead of taking the lock themselves. (A thread that commits in a tight loop releases and
-        # takes the lock again before the waiting checkpointer is even scheduled: unfair, the log
-        # grew to 24 MB under such a loop before a reset round got in.)
+        # Set while this thread waits for the write lock: no writer takes it meanwhile (callers queue
+        # for the writer thread, which waits), so the round starts once the current holder is done.
+        # (A thread that commits in a tight loop releases and takes the lock again before the waiting
+        # checkpointer is even scheduled: unfair, the log grew to 24 MB under such a loop before a
+        # reset round got in.)
         self.waiting = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-checkpointer", daemon=True)

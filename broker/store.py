@@ -235,6 +235,8 @@ class Store:
         timeout = None
         while True:
             self._queued.wait(timeout)
+            while self.checkpointer.waiting:  # its reset round first: every writer lets it have the lock
+                time.sleep(0.0005)
             with self._write_lock:
                 self._queued.clear()
                 # Cleared before looking, set after: a lazy job queued in between wakes us itself.

@@ -68,8 +68,9 @@ def test_the_log_is_started_over_under_steady_writes(tmp_path):
 
 
 def test_writers_leave_the_lock_to_a_checkpointer_waiting_for_it(tmp_path, monkeypatch):
-    """While the checkpointer waits for the write lock, a write does not take it itself: it goes to
-    the writer thread, so a caller committing in a tight loop cannot keep the checkpointer out."""
+    """While the checkpointer waits for the write lock nobody else takes it: a write queues for the
+    writer thread, which waits until the checkpointer has had its round. So a caller committing in
+    a tight loop cannot keep the checkpointer out."""
     import threading
 
     store = Store(tmp_path / "b.db")
@@ -78,10 +79,16 @@ def test_writers_leave_the_lock_to_a_checkpointer_waiting_for_it(tmp_path, monke
     monkeypatch.setattr(store, "_run_group", lambda db, jobs: ran_on.append(threading.current_thread().name) or run_group(db, jobs))
     try:
         store.append("default", [("e1", "T", "s", b"{}")], [[]], 1.0)
-        store.checkpointer.waiting = True
-        store.append("default", [("e2", "T", "s", b"{}")], [[]], 1.0)
-        store.checkpointer.waiting = False
+        store.checkpointer.waiting = True  # as the checkpointer does before it blocks on the lock
+        writer = threading.Thread(target=store.append, args=("default", [("e2", "T", "s", b"{}")], [[]], 1.0))
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive() and store.event_count() == 1  # e2 waits for the round
+        with store._write_lock:  # the checkpointer's round
+            store.checkpointer.waiting = False
+        writer.join(5)
+        assert not writer.is_alive() and store.event_count() == 2
         assert ran_on == [threading.current_thread().name, "store-writer"]
-        assert store.event_count() == 2
     finally:
+        store.checkpointer.waiting = False
         store.close()
