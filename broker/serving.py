@@ -94,9 +94,7 @@ class _Channel(HTTPChannel):
     reader = 0  # the I/O thread's id while it is inside handle_read
     serve_here = False  # a request is ready and the dispatcher left it to us
     awaiting = False  # a publish read from the bytes will be answered later (LATER)
-
-    def readable(self):
-        return not self.awaiting and super().readable()
+    held = b""  # what arrived meanwhile: read on only after that answer (kept watched: no epoll churn)
 
     def handle_read(self):
         self.reader = self.server.io_thread = threading.get_ident()
@@ -111,11 +109,14 @@ class _Channel(HTTPChannel):
             self.reader = 0
 
     def received(self, data):
+        if self.awaiting:  # the answer to the publish before it comes first
+            self.held += data
+            return True
         # The common publish -- one whole request in one read, on an idle keep-alive connection --
         # is answered straight from the bytes read. Anything else, or anything this does not
         # recognise, goes to waitress exactly as read.
         if (self.server.respond is not None and data.startswith(b"POST ") and self.request is None and not self.requests
-                and not self.awaiting and not self.will_close and not self.close_when_flushed and self._answer(data)):
+                and not self.will_close and not self.close_when_flushed and self._answer(data)):
             return True
         return super().received(data)
 
@@ -147,11 +148,15 @@ class _Channel(HTTPChannel):
     def _later(self, answer: tuple[str, list, bytes]) -> None:
         """The answer to the publish this connection awaits (on the I/O thread)."""
         self.awaiting = False
-        if self.connected:
-            self._send_answer(answer)
+        if not self.connected:
+            return
+        self._send_answer(answer)
+        if self.held:
+            held, self.held = self.held, b""
+            self.received(held)
         poller = self.server.poller
         if poller is not None and self._fileno is not None:
-            poller.sync(self._fileno)  # read again, or write what did not go out at once
+            poller.sync(self._fileno)  # write what did not go out at once; read or not, as waitress wants
 
     def _send_answer(self, answer: tuple[str, list, bytes]) -> None:
         status, headers, body = answer
