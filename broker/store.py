@@ -171,13 +171,8 @@ class Store:
             return fn(self._db())
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        if not self.checkpointer.waiting and self._write_lock.acquire(blocking=False):
-            job = _Job(fn, queued=False)  # run right here: nothing to wait for
-            try:
-                self._run_group(self._db(), [job, *self._take(MAX_GROUP - 1)] if with_queued else [job])
-            finally:
-                self._write_lock.release()
-        else:
+        job = _Job(fn, queued=False)  # run right here if it can: nothing to wait for
+        if not self._lead([job], with_queued):
             job = _Job(fn)
             self._jobs.append(job)
             self._queued.set()
@@ -205,14 +200,20 @@ class Store:
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
         queued = [_Job(fn, queued=False, then=then) for fn, then in jobs]
-        if not self.checkpointer.waiting and self._write_lock.acquire(blocking=False):
-            try:
-                self._run_group(self._db(), queued)
-            finally:
-                self._write_lock.release()
-        else:
+        if not self._lead(queued):
             self._jobs.extend(queued)
             self._queued.set()
+
+    def _lead(self, jobs: list[_Job], with_queued: bool = False) -> bool:
+        """Run `jobs` as a group on this thread if no other write is running and the checkpointer is
+        not waiting for its round (then, False: the caller queues them for the writer thread)."""
+        if self.checkpointer.waiting or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            self._run_group(self._db(), [*jobs, *self._take(MAX_GROUP - len(jobs))] if with_queued else jobs)
+        finally:
+            self._write_lock.release()
+        return True
 
     def flush(self) -> None:
         """Wait until every write queued so far is committed (jobs are only taken from the queue
