@@ -19,10 +19,10 @@ The common publish -- one whole HTTP/1.1 request in one read, on a keep-alive co
 nothing else in progress -- does not even become a waitress request: httptools parses the bytes and
 the publish middleware's `respond` validates it. It answers through `later` once the publish is
 stored: the publishes read in one pass of the loop share one commit (`Engine.accept_soon`), and the
-loop never waits for the store meanwhile; the connection reads nothing more until its answer is out. Waitress's own request
-parser, WSGI environ, task and response writer cost more than the publish itself (measured at 700
-publishes/s: 520-740 -> 370-475 microseconds of the I/O thread per publish; single-event ingress
-~3,600 -> ~4,500/s). Whatever that path does not take -- pipelined or partial requests, HTTP/1.0,
+loop never waits for the store meanwhile. What the connection sends before that answer is out is
+held, and only then served (`_Channel.held`). Waitress's own request parser, WSGI environ, task
+and response writer cost more than the publish itself (measured at 700 publishes/s: 520-740 ->
+370-475 microseconds of the I/O thread per publish; single-event ingress ~3,600 -> ~4,500/s). Whatever that path does not take -- pipelined or partial requests, HTTP/1.0,
 `Connection: close`, `Expect`, percent-escaped paths, anything malformed -- waitress gets exactly
 as it was read, so its behaviour is the reference for every edge case.
 
@@ -47,7 +47,7 @@ from waitress.utilities import build_http_date
 
 # respond(method, path, query_string, headers(), body(), later) -> (status line, headers, body), None
 # (not its request: waitress serves it) or LATER: the answer comes through later(answer), on the
-# I/O thread, and the connection reads nothing more until then.
+# I/O thread, and what the connection sends meanwhile is served only after it.
 Responder = Callable[..., "tuple[str, list, bytes] | object | None"]
 LATER = object()
 
