@@ -22,9 +22,10 @@ stored: the publishes read in one pass of the loop share one commit (`Engine.acc
 loop never waits for the store meanwhile. What the connection sends before that answer is out is
 held, and only then served (`_Channel.held`). Waitress's own request parser, WSGI environ, task
 and response writer cost more than the publish itself (measured at 700 publishes/s: 520-740 ->
-370-475 microseconds of the I/O thread per publish; single-event ingress ~3,600 -> ~4,500/s). Whatever that path does not take -- pipelined or partial requests, HTTP/1.0,
-`Connection: close`, `Expect`, percent-escaped paths, anything malformed -- waitress gets exactly
-as it was read, so its behaviour is the reference for every edge case.
+370-475 microseconds of the I/O thread per publish; single-event ingress ~3,600 -> ~4,500/s).
+Whatever that path does not take -- pipelined or partial requests, HTTP/1.0, `Connection: close`,
+`Expect`, percent-escaped paths, anything malformed -- waitress gets exactly as it was read, so its
+behaviour is the reference for every edge case.
 
 This uses hooks of waitress 3.0 (pinned): `create_server(map=..., _dispatcher=...)`, the server's
 `channel_class`, `trigger` and `pull_trigger`, every dispatcher's `readable()`/`writable()` and the
