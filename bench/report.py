@@ -57,9 +57,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def verdict(row: Row, metrics: dict) -> bool | None:
     """Whether the broker meets the row's target; None where the row has none or no number."""
     broker = value(metrics, "broker", row.key)
-    if row.target is None or broker is None:
+    if (row.target is None and row.baseline_factor is None) or broker is None:
         return None
-    met = broker >= row.target if row.higher_is_better else broker <= row.target
+    met = row.target is None or (broker >= row.target if row.higher_is_better else broker <= row.target)
     if row.baseline_factor is not None:
         base = value(metrics, "baseline", row.key)
         met = met and base is not None and broker >= row.baseline_factor * base
@@ -81,12 +81,10 @@ def scenario_record(scenario: Scenario, metrics: dict, seconds: float) -> dict:
 
 
 def target_text(row: Row) -> str:
-    if row.target is None:
-        return ""
-    text = f"{'>=' if row.higher_is_better else '<='} {_num(row.target)}"
+    parts = [] if row.target is None else [f"{'>=' if row.higher_is_better else '<='} {_num(row.target)}"]
     if row.baseline_factor is not None:
-        text += f", >= {row.baseline_factor:g}x base"
-    return text
+        parts.append(f">= {row.baseline_factor:g}x base")
+    return ", ".join(parts)
 
 
 def _num(v: float | None) -> str:

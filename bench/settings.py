@@ -19,8 +19,7 @@ class Settings:
     memory_events: int = 1_000_000
     deadline: float = 300.0  # the longest any one fill (publishing a fixed count) may take
     drain_deadline: float = 120.0  # the longest the drain is waited for; past it, what drained is reported
-    ingress_subscribers: int = 0
-    window: int = 2000  # events published ahead of delivery in the fan-out scenarios
+    window: int = 2000  # events published ahead of delivery where there are subscribers (fan-out, ingress-subscribed)
     broker_env: dict[str, str] = field(default_factory=dict)
     py_spy: str | None = None  # py-spy binary: profile the server process of each run
     profile_dir: Path | None = None

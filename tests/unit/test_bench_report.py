@@ -1,0 +1,37 @@
+"""The bench's verdicts: a row's target, its factor over the prototype, or both."""
+
+from __future__ import annotations
+
+from bench.report import target_text, verdict
+from bench.scenarios import BY_NAME, Row
+
+
+def metrics(broker: float, baseline: float) -> dict:
+    return {"broker": {"events_per_s": broker}, "baseline": {"events_per_s": baseline}, "ceiling": {"events_per_s": 9000.0}}
+
+
+def test_a_row_with_only_a_factor_compares_with_the_baseline():
+    row = Row("events_per_s", "ingress events/s", "ev/s", True, baseline_factor=15)
+    assert target_text(row) == ">= 15x base"
+    assert verdict(row, metrics(1500.0, 100.0)) is True
+    assert verdict(row, metrics(1499.0, 100.0)) is False
+    assert verdict(row, {"broker": {"events_per_s": 1500.0}, "baseline": {"error": "boom"}}) is False
+
+
+def test_a_row_with_a_target_and_a_factor_needs_both():
+    row = Row("events_per_s", "ingress events/s", "ev/s", True, 3000, 15)
+    assert target_text(row) == ">= 3,000, >= 15x base"
+    assert verdict(row, metrics(3000.0, 200.0)) is True
+    assert verdict(row, metrics(3000.0, 201.0)) is False
+    assert verdict(row, metrics(2999.0, 100.0)) is False
+
+
+def test_a_row_without_target_has_no_verdict():
+    assert verdict(Row("p50_ms", "publish p50", "ms", False), {"broker": {"p50_ms": 1.0}}) is None
+
+
+def test_the_15x_target_is_judged_on_the_run_with_the_examples_subscribers():
+    single = BY_NAME["ingress-single"].rows[0]
+    subscribed = BY_NAME["ingress-subscribed"].rows[0]
+    assert (single.target, single.baseline_factor) == (3000, None)
+    assert (subscribed.target, subscribed.baseline_factor) == (None, 15)
