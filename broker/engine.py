@@ -238,7 +238,10 @@ class _Batch:
         if deliveries:
             handed: dict[str, tuple[Subscription, list[Claimed]]] = {}
             pending = False
-            eng.dispatcher.renderings.add([(seq, event) for seq, event, route in zip(seqs, events, routes, strict=True) if route])
+            eng.dispatcher.renderings.add(
+                [(seq, event, {sub.schema_for(event.input_schema) for sub in route}) for seq, event, route in zip(seqs, events, routes, strict=True) if route],
+                eng.config.topic_path(topic.name),
+            )
             for seq, row, route in zip(seqs, self.records, routes, strict=True):
                 for sub in route:
                     if self.claimed[sub.name]:

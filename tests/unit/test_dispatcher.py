@@ -315,3 +315,65 @@ def test_a_lane_takes_a_burst_larger_than_a_claim_straight_from_the_publish(engi
     assert [c[-1] for c in claims] == [8] and statuses(engine) == {"delivered": 18, "pending": 2}
     dispatch(engine)
     assert statuses(engine) == {"delivered": 20}
+
+
+# -- the renderings cache ---------------------------------------------------------------------
+
+
+def _accepted_event():
+    from broker import schemas
+    body = orjson.dumps([{"id": "r1", "subject": "orders/1", "eventType": "NewOrder", "eventTime": "2026-01-01T00:00:00Z",
+                          "data": {"orderId": 1, "items": [{"sku": "a"}]}, "dataVersion": "1.0"}])
+    event = schemas.parse(body, {}, "EventGridSchema")[0]
+    return event, orjson.dumps(event.to_record())
+
+
+TOPIC_PATH = "/subscriptions/x/resourceGroups/y/providers/Microsoft.EventGrid/topics/default"
+
+
+def test_cached_renderings_are_left_alone_by_the_cycle_collector():
+    """A cache of tracked objects made every full collection walk it and ran one every few seconds:
+    an entry must be only strings, bytes and a dict of bytes, which the collector stops tracking."""
+    import gc
+
+    from broker.dispatcher import Renderings
+
+    renderings = Renderings()
+    event, record = _accepted_event()
+    renderings.add([(7, event, {"EventGridSchema"})], TOPIC_PATH)
+    del event
+    gc.collect()
+    assert not gc.is_tracked(renderings._items[7])
+    assert renderings.get(7, record).rendered("EventGridSchema", TOPIC_PATH).startswith(b"{")
+    renderings.get(7, record).rendered("CloudEventSchemaV1_0", TOPIC_PATH)  # another schema, kept too
+    gc.collect()
+    assert not gc.is_tracked(renderings._items[7])
+    assert len(renderings._items[7]) == 7
+
+
+def test_a_schema_not_rendered_on_accept_is_rendered_from_the_stored_record_and_kept():
+    from broker import schemas
+    from broker.dispatcher import Renderings
+
+    renderings = Renderings()
+    event, record = _accepted_event()
+    renderings.add([(7, event, {"EventGridSchema"})], TOPIC_PATH)
+    cloud = renderings.get(7, record).rendered("CloudEventSchemaV1_0", TOPIC_PATH)
+    assert orjson.loads(cloud) == orjson.loads(schemas.dumps(schemas.render(event, "CloudEventSchemaV1_0", TOPIC_PATH)))
+    assert orjson.loads(cloud)["specversion"] == "1.0"
+    assert renderings.get(7, b"not json: must not be read again").rendered("CloudEventSchemaV1_0", TOPIC_PATH) == cloud
+
+
+def test_an_event_not_in_the_cache_is_read_from_its_record_once():
+    from broker import schemas
+    from broker.dispatcher import Renderings
+
+    renderings = Renderings(size=2)
+    event, record = _accepted_event()
+    first = renderings.get(9, record)
+    assert (first.id, first.input_schema, first.data_version) == ("r1", "EventGridSchema", "1.0")
+    body = first.rendered("EventGridSchema", TOPIC_PATH)
+    assert orjson.loads(body) == orjson.loads(schemas.dumps(schemas.render(event, "EventGridSchema", TOPIC_PATH)))
+    assert renderings.get(9, b"not json").rendered("EventGridSchema", TOPIC_PATH) == body
+    renderings.get(10, record), renderings.get(11, record)  # bounded: the oldest goes
+    assert list(renderings._items) == [10, 11]
