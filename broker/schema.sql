@@ -27,9 +27,17 @@ CREATE TABLE IF NOT EXISTS events (
     event_type  TEXT NOT NULL,
     subject     TEXT,
     body        BLOB NOT NULL,                  -- Event.to_record() as JSON
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    -- Its deliveries are the ids first_delivery .. first_delivery + fanout - 1: an event's deliveries
+    -- are numbered together when it is stored, so they are found by rowid, with no index on
+    -- deliveries.event_seq (Store._migrate fills these in for stores made before them).
+    first_delivery INTEGER,
+    fanout         INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+-- No index on received_at: retention (Store.prune) walks events in seq order, the order they arrived
+-- in. Each index is one more page written by every commit of a publish: with two of them gone
+-- (this one and deliveries_event), 4 pages a commit became 2.
+DROP INDEX IF EXISTS events_received;  -- (received_at), until 2026-11
 
 -- One row per (event, matching subscription). Status is explicit, never inferred:
 --   pending -> inflight -> delivered | pending (retry) | deadlettered | dropped
@@ -51,14 +59,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     dead_letter_reason TEXT
 );
 -- Only the states a query looks for by subscription are indexed, so the common life of a delivery
--- (stored inflight, handed straight to the dispatcher, then delivered) touches no index but
--- deliveries_event: each index entry added and removed on a status change costs SQLite row work on
--- every delivery. Start-up recovery (inflight) and deleting a subscription scan the table instead.
+-- (stored inflight, handed straight to the dispatcher, then delivered) touches no index: each index
+-- entry added and removed on a status change costs SQLite row work on every delivery. Start-up
+-- recovery (inflight) and deleting a subscription scan the table instead. An event's deliveries are
+-- found through events.first_delivery (deliveries_event, (event_seq), was dropped in 2026-11).
 DROP INDEX IF EXISTS deliveries_due;     -- (topic, subscription, status, next_attempt_at), until 2026-11
 DROP INDEX IF EXISTS deliveries_status;  -- (status, next_attempt_at), until 2026-11
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (topic, subscription, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (topic, subscription) WHERE status = 'deadlettered';
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 
 -- One row per delivery attempt: the dashboard's timeline and the request the subscriber was sent.
 -- A redelivered dead letter starts again at attempt 1, so (delivery_id, attempt) is not unique.

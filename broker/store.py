@@ -54,6 +54,10 @@ _SHARED = (
 )
 
 
+# The deliveries `d` of the event `e` (see events.first_delivery): a range of rowids.
+_OF_EVENT = "d.id >= e.first_delivery AND d.id < e.first_delivery + e.fanout"
+
+
 class StoreClosed(RuntimeError):
     pass
 
@@ -118,8 +122,7 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
-        if "headers_from" not in {r["name"] for r in self._db().execute("PRAGMA table_info(attempts)")}:
-            self._db().execute("ALTER TABLE attempts ADD COLUMN headers_from INTEGER")  # a store made before the column existed
+        self._migrate(self._db())
         self._jobs: deque[_Job] = deque()  # appended by anyone, taken only under _write_lock
         self._queued = threading.Event()  # wakes the writer thread
         self._write_lock = threading.Lock()  # held while a group runs: one transaction at a time
@@ -131,6 +134,22 @@ class Store:
         self._writer.start()
         self.checkpointer = Checkpointer(self.path, self.sync, self._write_lock)
         self.checkpointer.start()
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a store made by an earlier version up to the schema."""
+        if "headers_from" not in {r["name"] for r in db.execute("PRAGMA table_info(attempts)")}:
+            db.execute("ALTER TABLE attempts ADD COLUMN headers_from INTEGER")
+        if "first_delivery" not in {r["name"] for r in db.execute("PRAGMA table_info(events)")}:
+            with db:  # one transaction: columns, their values, and the index they replace
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ALTER TABLE events ADD COLUMN first_delivery INTEGER")
+                db.execute("ALTER TABLE events ADD COLUMN fanout INTEGER NOT NULL DEFAULT 0")
+                db.execute(
+                    "UPDATE events SET first_delivery = d.first, fanout = d.n FROM (SELECT event_seq, MIN(id) AS first, "
+                    "COUNT(*) AS n FROM deliveries GROUP BY event_seq) AS d WHERE d.event_seq = events.seq"
+                )
+        db.execute("DROP INDEX IF EXISTS deliveries_event")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -434,9 +453,14 @@ class Store:
             deliveries = [(seq, sub, expires, claimed) for seq, route in enumerate(routes) for sub, expires, claimed in route]
             first = self._numbers(db, "events", "seq", len(events))
             first_id = self._numbers(db, "deliveries", "id", len(deliveries))
+            rows, next_id = [], first_id
+            for i, (event, route) in enumerate(zip(events, routes, strict=True)):
+                rows.append((first + i, topic, *event, now, next_id if route else None, len(route)))
+                next_id += len(route)
             db.executemany(
-                "INSERT INTO events (seq, topic, event_id, event_type, subject, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(first + i, topic, *event, now) for i, event in enumerate(events)],
+                "INSERT INTO events (seq, topic, event_id, event_type, subject, body, received_at, first_delivery, fanout) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             if deliveries:
                 db.executemany(
@@ -583,7 +607,8 @@ class Store:
         if not event_seqs:
             return []
         marks = ",".join("?" * len(event_seqs))
-        return [dict(r) for r in self._db().execute(f"SELECT * FROM deliveries WHERE event_seq IN ({marks}) ORDER BY id", list(event_seqs))]
+        return [dict(r) for r in self._db().execute(
+            f"SELECT d.* FROM events e JOIN deliveries d ON {_OF_EVENT} WHERE e.seq IN ({marks}) ORDER BY d.id", list(event_seqs))]
 
     def attempts_for(self, delivery_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not delivery_ids:
@@ -657,22 +682,27 @@ class Store:
 
         Dead-lettered events stay until purged or redelivered: they are the user's to inspect.
         """
+        # Events are numbered in the order they arrive, so those received before `before` come first:
+        # the first one received since bounds the candidates (read outside the write transaction). An
+        # event stored out of order -- a clock set back -- waits for a later round.
+        newer = self._db().execute("SELECT seq FROM events WHERE received_at >= ? ORDER BY seq LIMIT 1", (before,)).fetchone()
+        bound = newer[0] if newer else 2**62
+
         def tx(db: sqlite3.Connection):
             seqs = [
                 r[0]
                 for r in db.execute(
-                    "SELECT seq FROM events e WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                    "WHERE d.event_seq = e.seq AND d.status IN ('pending', 'inflight', 'deadlettered')) LIMIT ?",
-                    (before, limit),
+                    f"SELECT seq FROM events e WHERE seq < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                    f"WHERE {_OF_EVENT} AND d.status IN ('pending', 'inflight', 'deadlettered')) LIMIT ?",
+                    (bound, limit),
                 )
             ]
             if not seqs:
                 return 0
             marks = ",".join("?" * len(seqs))
-            db.execute(
-                f"DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({marks}))", seqs
-            )
-            db.execute(f"DELETE FROM deliveries WHERE event_seq IN ({marks})", seqs)
+            doomed = f"SELECT d.id FROM events e JOIN deliveries d ON {_OF_EVENT} WHERE e.seq IN ({marks})"
+            db.execute(f"DELETE FROM attempts WHERE delivery_id IN ({doomed})", seqs)
+            db.execute(f"DELETE FROM deliveries WHERE id IN ({doomed})", seqs)
             db.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
             return len(seqs)
 

@@ -377,3 +377,23 @@ def test_an_event_not_in_the_cache_is_read_from_its_record_once():
     assert renderings.get(9, b"not json").rendered("EventGridSchema", TOPIC_PATH) == body
     renderings.get(10, record), renderings.get(11, record)  # bounded: the oldest goes
     assert list(renderings._items) == [10, 11]
+
+
+def test_prune_goes_by_arrival_order_and_skips_what_came_after_a_newer_event(engine, client, fake, clock):
+    """Retention walks events in seq order up to the first one received since the cut-off (no index
+    on received_at): an event stored later with an older clock reading waits for a later round."""
+    fake.statuses = [200]
+    subscribe(client)
+    publish(client, n=2)  # e0, e1 at t0
+    clock.advance(100)
+    publish(client, n=1, start=2)  # e2 at t0 + 100
+    dispatch(engine)
+    clock.advance(-100)
+    publish(client, n=1, start=3)  # e3 at t0 again (the clock was set back)
+    dispatch(engine)
+    assert statuses(engine) == {"delivered": 4}
+    assert engine.store.prune(clock.now() + 50) == 2
+    assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events ORDER BY seq")] == ["e2", "e3"]
+    assert engine.store.prune(clock.now() + 200) == 2
+    assert engine.store.read("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
+    assert engine.store.read("SELECT COUNT(*) AS n FROM deliveries")[0]["n"] == 0

@@ -149,7 +149,7 @@ def test_a_store_of_the_old_schema_keeps_its_deliveries_and_loses_the_indexes_ev
     old.close()
     store = Store(tmp_path / "b.db")
     indexes = {r["name"] for r in store.read("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='deliveries'")}
-    assert indexes == {"deliveries_pending", "deliveries_dead", "deliveries_event"}
+    assert indexes == {"deliveries_pending", "deliveries_dead"}
     claim_plan = " ".join(r["detail"] for r in store.read(
         "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE topic='default' AND subscription='sub' AND status='pending' "
         "AND next_attempt_at<=1 ORDER BY next_attempt_at, id LIMIT 5"))
@@ -198,4 +198,56 @@ def test_a_store_made_before_shared_batch_headers_gets_the_column(tmp_path):
     old.close()
     store = Store(tmp_path / "b.db")
     assert [(a["delivery_id"], a["headers"]) for a in store.attempts_for([1])] == [(1, {"a": "b"})]
+    store.close()
+
+
+def test_a_store_made_before_first_delivery_finds_each_events_deliveries_by_rowid_after_the_upgrade(tmp_path):
+    """Stores made before events.first_delivery get it filled in from deliveries.event_seq, and lose
+    the two indexes a publish's commit used to write (deliveries_event, events_received)."""
+    old = sqlite3.connect(tmp_path / "b.db")
+    old.executescript("""
+        CREATE TABLE events (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL,
+                             subject TEXT, body BLOB NOT NULL, received_at REAL NOT NULL);
+        CREATE INDEX events_received ON events (received_at);
+        CREATE TABLE deliveries (id INTEGER PRIMARY KEY, event_seq INTEGER NOT NULL, topic TEXT NOT NULL COLLATE NOCASE,
+                                 subscription TEXT NOT NULL COLLATE NOCASE, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                                 next_attempt_at REAL NOT NULL, expires_at REAL NOT NULL, created_at REAL NOT NULL,
+                                 last_attempt_at REAL, last_status INTEGER, last_outcome TEXT, last_latency_ms REAL,
+                                 done_at REAL, dead_letter_reason TEXT);
+        CREATE INDEX deliveries_event ON deliveries (event_seq);
+        INSERT INTO events VALUES (1, 'default', 'a', 'T', NULL, x'7b7d', 1), (2, 'default', 'b', 'T', NULL, x'7b7d', 1),
+                                  (3, 'default', 'c', 'T', NULL, x'7b7d', 1);
+        INSERT INTO deliveries (id, event_seq, topic, subscription, status, next_attempt_at, expires_at, created_at) VALUES
+            (1, 1, 'default', 's1', 'delivered', 1, 1e12, 1), (2, 1, 'default', 's2', 'delivered', 1, 1e12, 1),
+            (3, 3, 'default', 's1', 'pending', 1, 1e12, 1);
+    """)
+    old.commit()
+    old.close()
+    store = Store(tmp_path / "b.db")
+    assert [(r["seq"], r["first_delivery"], r["fanout"]) for r in store.read("SELECT * FROM events ORDER BY seq")] == [
+        (1, 1, 2), (2, None, 0), (3, 3, 1)]
+    indexes = {r["name"] for r in store.read("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert not indexes & {"deliveries_event", "events_received"}
+    assert [(d["id"], d["event_seq"]) for d in store.deliveries_for([1, 2, 3])] == [(1, 1), (2, 1), (3, 3)]
+    assert [d["id"] for d in store.deliveries_for([3])] == [3]
+    plan = " ".join(r["detail"] for r in store.read(
+        "EXPLAIN QUERY PLAN SELECT d.* FROM events e JOIN deliveries d ON d.id >= e.first_delivery "
+        "AND d.id < e.first_delivery + e.fanout WHERE e.seq IN (1, 3)"))
+    assert "SCAN d" not in plan  # a rowid range per event, not a pass over every delivery
+    assert store.prune(2.0) == 2  # events 1 and 2; event 3's delivery is pending
+    assert [r["id"] for r in store.read("SELECT id FROM deliveries")] == [3]
+    store.close()
+    Store(tmp_path / "b.db").close()  # opened again: nothing left to upgrade
+
+
+def test_each_event_records_the_rowids_of_its_deliveries(tmp_path):
+    store = Store(tmp_path / "b.db")
+    seqs, first = store.append("default", [("a", "T", None, b"{}"), ("b", "T", None, b"{}"), ("c", "T", None, b"{}")],
+                               [[("s1", 1e12, False), ("s2", 1e12, False)], [], [("s1", 1e12, True)]], 1.0)
+    rows = {r["seq"]: r for r in store.read("SELECT seq, first_delivery, fanout FROM events")}
+    assert [(rows[s]["first_delivery"], rows[s]["fanout"]) for s in seqs] == [(first, 2), (None, 0), (first + 2, 1)]
+    by_event = {}
+    for d in store.deliveries_for(seqs):
+        by_event.setdefault(d["event_seq"], []).append(d["subscription"])
+    assert by_event == {seqs[0]: ["s1", "s2"], seqs[2]: ["s1"]}
     store.close()
