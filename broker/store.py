@@ -141,7 +141,7 @@ class Store:
         if "headers_from" not in {r["name"] for r in db.execute("PRAGMA table_info(attempts)")}:
             db.execute("ALTER TABLE attempts ADD COLUMN headers_from INTEGER")
         if "first_delivery" not in {r["name"] for r in db.execute("PRAGMA table_info(events)")}:
-            with db:  # one transaction: columns, their values, and the index they replace
+            with db:  # one transaction: the columns and their values (the index they replace goes below)
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("ALTER TABLE events ADD COLUMN first_delivery INTEGER")
                 db.execute("ALTER TABLE events ADD COLUMN fanout INTEGER NOT NULL DEFAULT 0")
