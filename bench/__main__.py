@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-events", type=int, help="events stored in the memory scenario (default 1000000)")
     parser.add_argument("--latency-rate", type=int, help="events/s of the end-to-end latency scenario (default 1000)")
     parser.add_argument("--drain-deadline", type=float, help="seconds the drain is waited for (default 120)")
-    parser.add_argument("--window", type=int, help="events published ahead of delivery where there are subscribers (default 2000)")
+    parser.add_argument("--window", type=int, help="events published ahead of delivery in the fan-out scenarios (default 2000)")
+    parser.add_argument("--ingress-window", type=int, help="the same for ingress with subscribers (default 200)")
     parser.add_argument("--broker-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra broker setting, e.g. BROKER_SYNC=full (repeatable)")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy binary: profile each server process while it is loaded")
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name) for name in ("duration", "warmup", "connections", "drain_events", "drain_deadline", "memory_events",
-                                                "window", "latency_rate")
+                                                "window", "ingress_window", "latency_rate")
         if getattr(args, name) is not None
     }
     overrides["broker_env"] = dict(item.split("=", 1) for item in args.broker_env)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bench.report import target_text, verdict
-from bench.scenarios import BY_NAME, Row
+from bench.scenarios import BY_NAME, Row, sustained_rate
+from bench.settings import Settings
 
 
 def metrics(broker: float, baseline: float) -> dict:
@@ -35,3 +36,16 @@ def test_the_15x_target_is_judged_on_the_run_with_the_examples_subscribers():
     subscribed = BY_NAME["ingress-subscribed"].rows[0]
     assert (single.target, single.baseline_factor) == (3000, None)
     assert (subscribed.target, subscribed.baseline_factor) == (None, 15)
+
+
+def test_ingress_with_subscribers_reports_only_what_was_also_delivered():
+    ahead = {"events_per_s": 1758.0, "sink_events_per_s": 3022.0}  # accepted faster than delivered
+    assert sustained_rate(ahead, 2) == 1511.0
+    assert ahead["delivered_events_per_s"] == 1511.0
+    assert sustained_rate({"events_per_s": 1600.0, "sink_events_per_s": 3400.0}, 2) == 1600.0
+    assert sustained_rate({"events_per_s": 9000.0}, 2) == 9000.0  # the ceiling: no sinks watched
+
+
+def test_ingress_with_subscribers_may_run_only_a_little_ahead_of_the_deliveries():
+    s = Settings()
+    assert s.ingress_window / s.duration <= 0.03 * 1500  # at most ~3% of the rate the 15x needs
