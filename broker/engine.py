@@ -39,6 +39,7 @@ class Engine:
         self.metrics = Metrics(self.store)
         self.feed = ActivityFeed()
         self.client = WebhookClient()
+        self.store.lazy_writes_on(self.client.on_loop, lambda delay, fn: self.client.loop.call_later(delay, fn))
         self.dispatcher = Dispatcher(self.store, self.registry, self.client, self.clock, config, self.metrics, self.feed)
         self.validator = Validator(self.registry, self.client, self.clock, config)
         self.started = False

@@ -120,6 +120,60 @@ def test_a_lazy_write_is_left_to_the_writer_but_settle_and_close_commit_it_at_on
     reopened.close()
 
 
+def _insert_noting_thread(seq, threads):
+    def fn(db):
+        threads.append(threading.get_ident())
+        return _insert(seq)(db)
+    return fn
+
+
+def test_lazy_writes_queued_on_a_loop_are_committed_by_its_timer_on_its_thread(tmp_path):
+    store = Store(tmp_path / "b.db")
+    timers = []
+    store.lazy_writes_on(lambda: True, lambda delay, fn: timers.append((delay, fn)))
+    threads = []
+    store._submit(_insert_noting_thread(1, threads), lazy=True)
+    store._submit(_insert_noting_thread(2, threads), lazy=True)
+    assert [delay for delay, _ in timers] == [store_module.LAZY_WRITE_SECONDS]  # one timer for both
+    assert not store._queued.is_set()  # the writer thread was not woken
+    timers[0][1]()  # the loop's timer fires
+    assert store.event_count() == 2
+    assert threads == [threading.get_ident()] * 2
+    store._submit(_insert(3), lazy=True)
+    assert len(timers) == 2  # the next round sets the timer again
+    store.close()  # commits what is still queued
+    reopened = Store(tmp_path / "b.db")
+    assert reopened.event_count() == 3
+    reopened.close()
+
+
+def test_a_loop_timer_that_finds_the_store_busy_leaves_its_writes_to_the_writer_thread(tmp_path):
+    store = Store(tmp_path / "b.db")
+    timers = []
+    store.lazy_writes_on(lambda: True, lambda delay, fn: timers.append(fn))
+    threads = []
+    store._submit(_insert_noting_thread(1, threads), lazy=True)
+    with store._write_lock:  # another write is running
+        timers[0]()
+        assert threads == []
+    wait_until(lambda: store.event_count() == 1, 5, "the writer thread to commit the lazy write")
+    assert threads and threads[0] != threading.get_ident()
+    store.close()
+    timers[0]()  # a timer that fires after close does nothing
+
+
+def test_lazy_writes_from_other_threads_and_settle_work_as_without_a_loop(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "LAZY_WRITE_SECONDS", 60)
+    store = Store(tmp_path / "b.db")
+    timers = []
+    store.lazy_writes_on(lambda: False, lambda delay, fn: timers.append(fn))  # not called on the loop
+    store._submit(_insert(1), lazy=True)
+    assert timers == []
+    store.settle()  # what the API does before serving a request
+    assert store.event_count() == 1
+    store.close()
+
+
 def test_flush_returns_only_after_every_earlier_queued_write_is_committed(tmp_path):
     store = Store(tmp_path / "b.db")
     for i in range(50):
