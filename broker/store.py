@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,9 @@ class Store:
         self._lazy_timer = False  # the writer sleeps until the oldest queued lazy job is due
         # An event loop that commits the lazy writes queued from its own thread (lazy_writes_on):
         # (on_loop(), call_later(delay, fn)), and whether its timer is set.
+        self._unrecorded: list[Outcome] = []  # outcomes for the one lazy job that records them (complete)
+        self._unrecorded_lock = threading.Lock()
+        self._recording = False  # that job is queued
         self._lazy_loop: tuple[Callable[[], bool], Callable[[float, Callable[[], None]], object]] | None = None
         self._loop_timer = False
         self._next: dict[str, int] = {}  # next events.seq / deliveries.id, used under _write_lock
@@ -554,8 +558,29 @@ class Store:
         """Record attempts and move each delivery to its next state, in one transaction.
 
         With `wait=False` the caller goes on before the commit: if the process dies first, the
-        deliveries are still `inflight` and go back to pending at start-up (at-least-once).
-        """
+        deliveries are still `inflight` and go back to pending at start-up (at-least-once). Such
+        outcomes wait in one list for one lazy job, which writes all of them: the delivery loop
+        hands over what each of its passes completed, a pass or two per event, and a job apiece
+        cost a savepoint and two statement runs each. Measured at 1,000 events/s with 2
+        subscribers, five alternating pairs: 757-822 -> 727-777 us of CPU per event (lower in four,
+        equal in one)."""
+        if wait:
+            self._transact(partial(self._record, list(outcomes)))
+            return
+        with self._unrecorded_lock:
+            self._unrecorded.extend(outcomes)
+            if self._recording:
+                return
+            self._recording = True
+        self._submit(self._record_unrecorded, lazy=True)
+
+    def _record_unrecorded(self, db: sqlite3.Connection) -> None:
+        with self._unrecorded_lock:
+            outcomes, self._unrecorded, self._recording = self._unrecorded, [], False
+        self._record(outcomes, db)
+
+    @staticmethod
+    def _record(outcomes: list[Outcome], db: sqlite3.Connection) -> None:
         # The deliveries of one Outcome share their attempt: its result, time and headers. A group of
         # them is one UPDATE and one INSERT over a JSON list of their ids, which SQLite runs several
         # times faster than one statement step per delivery. Lone deliveries (no batching) are
@@ -577,18 +602,11 @@ class Store:
                 key = orjson.dumps(ids).decode()
                 shared_updates.append((*update, key))
                 shared_attempts.append((*attempt, key, max(ids)))
-
-        def tx(db: sqlite3.Connection):
-            for updates, attempts, (update_sql, insert_sql) in ((lone_updates, lone_attempts, _LONE),
-                                                                (shared_updates, shared_attempts, _SHARED)):
-                if updates:
-                    db.executemany(update_sql, updates)
-                    db.executemany(insert_sql, attempts)
-
-        if wait:
-            self._transact(tx)
-        else:
-            self._submit(tx, lazy=True)
+        for updates, attempts, (update_sql, insert_sql) in ((lone_updates, lone_attempts, _LONE),
+                                                            (shared_updates, shared_attempts, _SHARED)):
+            if updates:
+                db.executemany(update_sql, updates)
+                db.executemany(insert_sql, attempts)
 
     def expire(self, outcomes: Iterable[Outcome]) -> None:
         """Final state for deliveries that ran out of time before another attempt (no attempt row)."""

@@ -243,6 +243,29 @@ def test_a_batch_attempt_is_recorded_for_each_of_its_deliveries_beside_lone_ones
     store.close()
 
 
+def test_outcomes_not_waited_for_are_recorded_together_by_one_lazy_job(tmp_path, monkeypatch):
+    from broker.store import Outcome
+
+    monkeypatch.setattr(store_module, "LAZY_WRITE_SECONDS", 60)
+    store = Store(tmp_path / "b.db")
+    append(store, 3, claimed=True)
+    ids = [r["id"] for r in store.read("SELECT id FROM deliveries ORDER BY id")]
+    for i, delivery in enumerate(ids):
+        store.complete([Outcome([delivery], 1, 5.0 + i, "delivered", "Delivered", 200, 1.0, headers={"n": str(i)})], wait=False)
+    assert len(store._jobs) == 1  # one job for the three of them
+    assert store.status_totals() == {"inflight": 3}  # not committed yet
+    store.settle()
+    assert store.status_totals() == {"delivered": 3}
+    assert [(a["delivery_id"], a["at"], a["headers"]) for a in store.attempts_for(ids)] == [
+        (delivery, 5.0 + i, {"n": str(i)}) for i, delivery in enumerate(ids)]
+    store.complete([Outcome([ids[0]], 2, 9.0, "delivered", "Delivered", 200, 1.0)], wait=False)
+    assert len(store._jobs) == 1  # the next round queues its own job
+    store.close()  # and closing commits it
+    reopened = Store(tmp_path / "b.db")
+    assert len(reopened.attempts_for([ids[0]])) == 2
+    reopened.close()
+
+
 def test_a_store_made_before_shared_batch_headers_gets_the_column(tmp_path):
     old = sqlite3.connect(tmp_path / "b.db")
     old.executescript(store_module.SCHEMA)
