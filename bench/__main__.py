@@ -20,7 +20,7 @@ import orjson
 
 from . import report
 from .procs import Stack
-from .scenarios import BY_NAME, SCENARIOS
+from .scenarios import BY_NAME, SCENARIOS, merge_rounds
 from .settings import Settings
 from .targets import TARGETS
 
@@ -82,16 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for scenario in chosen:
             began = time.monotonic()
-            metrics = {}
-            for target in targets:
-                print(f"[bench] {scenario.name}: {target} ...", file=sys.stderr, flush=True)
-                try:
-                    with Stack(workdir / scenario.name / target) as stack:
-                        metrics[target] = scenario.run(target, stack, s)
-                except Exception as exc:  # report it and go on: one broken run must not hide the rest
-                    failed = True
-                    metrics[target] = {"error": f"{type(exc).__name__}: {exc}"}
-                    traceback.print_exc(file=sys.stderr)
+            runs: dict[str, list[dict]] = {target: [] for target in targets}
+            each = dataclasses.replace(s, duration=s.duration / scenario.rounds)
+            for n in range(scenario.rounds):
+                for target in targets:
+                    if runs[target] and "error" in runs[target][-1]:
+                        continue
+                    round_note = f" (round {n + 1} of {scenario.rounds})" if scenario.rounds > 1 else ""
+                    print(f"[bench] {scenario.name}: {target}{round_note} ...", file=sys.stderr, flush=True)
+                    try:
+                        with Stack(workdir / scenario.name / (target if scenario.rounds == 1 else f"{target}-{n + 1}")) as stack:
+                            runs[target].append(scenario.run(target, stack, each))
+                    except Exception as exc:  # report it and go on: one broken run must not hide the rest
+                        failed = True
+                        runs[target].append({"error": f"{type(exc).__name__}: {exc}"})
+                        traceback.print_exc(file=sys.stderr)
+            metrics = {target: merge_rounds(results) for target, results in runs.items()}
             record = report.scenario_record(scenario, metrics, time.monotonic() - began)
             record["machine"] = info
             record["loadavg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine skews a run

@@ -181,6 +181,28 @@ class Scenario:
     title: str
     run: object
     rows: tuple[Row, ...]
+    # Runs per target, taken in turn (broker, baseline, ceiling, broker, ...), each with 1/rounds of
+    # the measured seconds; every number is then the mean of the rounds (`merge_rounds`). For a row
+    # judged by its ratio to the baseline: this machine's speed drifts by a quarter within a minute,
+    # and one run of each, half a minute apart, put 11.8-17.5x on the same code.
+    rounds: int = 1
+
+
+def merge_rounds(runs: list[dict]) -> dict:
+    """One target's rounds as one result: the mean of each number (rates over equal measured
+    seconds, so the mean is the rate over all of them), and the rounds' load results."""
+    if len(runs) == 1:
+        return runs[0]
+    failed = next((r for r in runs if "error" in r), None)
+    if failed is not None:
+        return failed
+    merged: dict = {"rounds": len(runs), "load": [r.get("load") for r in runs]}
+    for key, v in runs[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            merged[key] = round(sum(r[key] for r in runs) / len(runs), 3)
+        elif key != "load":
+            merged[key] = v
+    return merged
 
 
 SCENARIOS = (
@@ -196,7 +218,7 @@ SCENARIOS = (
         Row("events_per_s", "ingress events/s", "ev/s", True, baseline_factor=15),
         Row("p50_ms", "publish p50", "ms", False),
         Row("p99_ms", "publish p99", "ms", False),
-    )),
+    ), rounds=3),
     Scenario("ingress-batch", "publishes of 100 events, 8 clients", ingress(100), (
         Row("events_per_s", "ingress events/s", "ev/s", True, 10000),
     )),

@@ -21,7 +21,7 @@ class Settings:
     drain_deadline: float = 120.0  # the longest the drain is waited for; past it, what drained is reported
     window: int = 2000  # events published ahead of delivery in the fan-out scenarios
     # The same for ingress with subscribers, kept small: a run may get ahead of the deliveries by
-    # this many events, so with 2,000 a 5 s run could report up to 400 events/s nobody delivered.
+    # this many events (it reports only what was also delivered, see scenarios.sustained_rate).
     ingress_window: int = 200
     broker_env: dict[str, str] = field(default_factory=dict)
     py_spy: str | None = None  # py-spy binary: profile the server process of each run
