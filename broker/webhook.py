@@ -66,6 +66,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()  # looked up once: each lookup asks the kernel for the pid
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future | None = None
@@ -144,7 +145,7 @@ class _Connection(asyncio.Protocol):
         self.deadline = deadline
         self._reset()
         self._received = False
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         self.transport.write(data)
         try:
             return await self._waiter
