@@ -239,12 +239,13 @@ class Store:
         self._lazy_loop = (on_loop, call_later)
 
     def _commit_lazy(self) -> None:
-        """The loop's timer: commit what is queued, here, unless another write is running (then the
-        writer thread takes it as soon as that one is done)."""
+        """The loop's timer: commit what is queued, here, unless another write is running or
+        something not lazy is queued too (a prune, a management write: the writer thread's, as
+        before, so that no long job runs on the loop); the writer thread then takes it all."""
         self._loop_timer = False
         if self._stopping or not self._jobs:
             return
-        if not self._lead([], with_queued=True) or self._jobs:
+        if any(not job.due for job in list(self._jobs)) or not self._lead([], with_queued=True) or self._jobs:
             self._queued.set()
 
     def transact_soon(self, jobs: Sequence[tuple[Callable[[sqlite3.Connection], Any], Callable[[Any, BaseException | None], None]]]) -> None:

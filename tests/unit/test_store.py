@@ -162,6 +162,19 @@ def test_a_loop_timer_that_finds_the_store_busy_leaves_its_writes_to_the_writer_
     timers[0]()  # a timer that fires after close does nothing
 
 
+def test_a_loop_timer_leaves_writes_that_are_not_lazy_to_the_writer_thread(tmp_path):
+    store = Store(tmp_path / "b.db")
+    timers = []
+    store.lazy_writes_on(lambda: True, lambda delay, fn: timers.append(fn))
+    threads = []
+    store._jobs.append(store_module._Job(_insert_noting_thread(1, threads), waited=False))  # queued, writer not yet woken
+    store._submit(_insert_noting_thread(2, threads), lazy=True)
+    timers[0]()
+    wait_until(lambda: store.event_count() == 2, 5, "the writer thread to commit both")
+    assert threading.get_ident() not in threads
+    store.close()
+
+
 def test_lazy_writes_from_other_threads_and_settle_work_as_without_a_loop(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "LAZY_WRITE_SECONDS", 60)
     store = Store(tmp_path / "b.db")
