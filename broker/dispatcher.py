@@ -121,6 +121,7 @@ CLAIM_AHEAD = 256  # deliveries claimed from the store per subscription at once
 # with 4096 5.4-6.4k (alternating runs).
 LANE_LIMIT = 4096
 LOW_WATER = 64  # a lane holding fewer asks the loop to claim more
+MAX_HEADERS_KEPT = 64  # header sets kept per subscription (attempt counts x data versions)
 WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (fairness across lanes)
 
 
@@ -398,8 +399,11 @@ class Dispatcher:
 
     async def _attempt(self, sub: Subscription, chunk: list[Claimed]) -> None:
         now = self.clock.now()
-        expired = [c for c in chunk if c.expires_at <= now]
-        live = [c for c in chunk if c.expires_at > now]
+        if len(chunk) == 1:  # most requests (maxEventsPerBatch 1)
+            live, expired = (chunk, []) if chunk[0].expires_at > now else ([], chunk)
+        else:
+            expired = [c for c in chunk if c.expires_at <= now]
+            live = [c for c in chunk if c.expires_at > now]
         if expired:
             final = "deadlettered" if sub.dead_letter else "dropped"
             outcomes = [Outcome([c.id], c.attempts, now, final, "TimeToLiveExceeded", dead_letter_reason="TimeToLiveExceeded") for c in expired]
@@ -460,6 +464,21 @@ class Dispatcher:
             )
 
     def _headers(self, sub: Subscription, event: Rendering, first: bytes, schema: str, attempts: int, single_ce: bool) -> dict[str, str]:
+        """The request's headers. Without attributes taken from the event they depend only on the
+        key below, so such a set is built once per subscription and shared (nothing changes it)."""
+        key = (schema, single_ce, attempts, event.data_version)
+        kept = sub.headers_kept
+        headers = kept.get(key)
+        if headers is None:
+            headers = self._build_headers(sub, event, first, schema, attempts, single_ce)
+            if not any(a.source_field for a in sub.attributes):
+                if len(kept) >= MAX_HEADERS_KEPT:
+                    kept.clear()
+                kept[key] = headers
+        return headers
+
+    @staticmethod
+    def _build_headers(sub: Subscription, event: Rendering, first: bytes, schema: str, attempts: int, single_ce: bool) -> dict[str, str]:
         headers = {
             "Content-Type": schemas.content_type(schema, batch=not single_ce),
             "aeg-event-type": "Notification",

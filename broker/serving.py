@@ -160,9 +160,16 @@ class _Channel(HTTPChannel):
             poller.sync(self._fileno)  # write what did not go out at once; read or not, as waitress wants
 
     def _send_answer(self, answer: tuple[str, list, bytes]) -> None:
+        date = self.server.http_date()
+        last = self.server.last_answer  # (answer, date, bytes): most answers are the same 200
+        if last[0] is answer and last[1] == date:
+            self._write(last[2])
+            return
         status, headers, body = answer
         head = "".join(f"{name}: {value}\r\n" for name, value in headers)
-        self._write(f"HTTP/1.1 {status}\r\n{head}Date: {self.server.http_date()}\r\nServer: {self.adj.ident}\r\n\r\n".encode("latin-1") + body)
+        data = f"HTTP/1.1 {status}\r\n{head}Date: {date}\r\nServer: {self.adj.ident}\r\n\r\n".encode("latin-1") + body
+        self.server.last_answer = (answer, date, data)
+        self._write(data)
 
     def _write(self, response: bytes) -> None:
         if not self.total_outbufs_len:  # nothing queued before it: most answers go out right here
@@ -220,6 +227,7 @@ def make_server(app, inline: Callable[[str, str], bool], threads: int, respond: 
 
     server.pull_trigger = pull_trigger
     server.http_date = http_date
+    server.last_answer = (None, "", b"")
     return server
 
 

@@ -64,11 +64,13 @@ class StoreClosed(RuntimeError):
 
 
 class _Job:
-    __slots__ = ("fn", "result", "error", "done", "waited", "due", "then")
+    __slots__ = ("fn", "result", "error", "done", "waited", "due", "then", "rerunnable")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], waited: bool = True, queued: bool = True,
-                 due: float = 0.0, then: Callable[[Any, BaseException | None], None] | None = None) -> None:
+                 due: float = 0.0, then: Callable[[Any, BaseException | None], None] | None = None,
+                 rerunnable: bool = False) -> None:
         self.fn = fn
+        self.rerunnable = rerunnable  # fn changes nothing but the database: it may run twice (see _run_group)
         self.result: Any = None
         self.error: BaseException | None = None
         self.waited = waited  # its caller reads the result or the error
@@ -252,10 +254,11 @@ class Store:
         """Run writes `(fn, then)` in one transaction, each all-or-nothing, and call `then(result,
         error)` for each once committed. Never waits: when no other write is running they run and
         commit right here, and each `then` is called before this returns; otherwise the writer thread
-        takes them into its next group and calls them from there."""
+        takes them into its next group and calls them from there. A `fn` may run twice (when another
+        job of its group fails): it must change nothing but the database."""
         if self._stopping or not self._writer.is_alive():
             raise StoreClosed("the store is closed")
-        queued = [_Job(fn, queued=False, then=then) for fn, then in jobs]
+        queued = [_Job(fn, queued=False, then=then, rerunnable=True) for fn, then in jobs]
         if not self._lead(queued):
             self._jobs.extend(queued)
             self._queued.set()
@@ -327,7 +330,15 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
             alone = len(jobs) == 1  # no savepoint needed: its failure rolls back the transaction
-            for job in jobs:
+            guarded = jobs
+            if not alone and all(job.rerunnable for job in jobs):
+                # Publishes: all of them without savepoints (two statements a job less), and only
+                # if one fails, all of them again, each in its own.
+                if self._ran_unguarded(db, jobs):
+                    guarded = []
+                else:
+                    db.execute("BEGIN IMMEDIATE")
+            for job in guarded:
                 if not alone:
                     db.execute("SAVEPOINT job")
                 try:
@@ -364,6 +375,17 @@ class Store:
                         job.then(job.result, job.error)
                     except Exception:
                         log.exception("a commit's follow-up failed")
+
+    def _ran_unguarded(self, db: sqlite3.Connection, jobs: list[_Job]) -> bool:
+        """Run the jobs in the open transaction; on the first failure roll it all back (False)."""
+        try:
+            for job in jobs:
+                job.result = job.fn(db)
+        except Exception:
+            db.execute("ROLLBACK")
+            self._next.clear()
+            return False
+        return True
 
     def close(self) -> None:
         self.checkpointer.stop()

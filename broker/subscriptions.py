@@ -65,6 +65,9 @@ class Subscription:
     # (topic, name) in lower case, as lanes and the registry know it: computed once, not per
     # delivery (8 times per event with 2 subscribers). Names change only in case (see put_subscription).
     key: tuple[str, str] = field(init=False, repr=False, compare=False)
+    # The headers of its requests that carry nothing from the event, by what they depend on (see
+    # Dispatcher._headers): a PUT makes a new Subscription, and with it a new cache.
+    headers_kept: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.key = (self.topic.lower(), self.name.lower())

@@ -258,6 +258,22 @@ def test_a_publish_read_whole_is_answered_from_its_bytes_on_the_io_thread(answer
     assert app.threads == {}  # the WSGI app never saw them
 
 
+def test_the_same_answer_is_encoded_once_a_second_and_dated_each_time(answering):
+    app, responder, server = answering
+    same = ("200 OK", [("Content-Length", "0")], b"")
+    server.respond = lambda *args, **kwargs: same  # as the publish middleware's one 200 answer
+    dates = iter(["Thu, 26 Nov 2026 03:00:00 GMT"] * 2 + ["Thu, 26 Nov 2026 03:00:01 GMT"])
+    server.http_date = lambda: next(dates)
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock, sock.makefile("rb") as stream:
+        got = []
+        for _ in range(3):
+            sock.sendall(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]")
+            status, headers, _body = answer(stream)
+            got.append((status, headers[b"date"], headers[b"server"]))
+    assert got == [(b"HTTP/1.1 200 OK", b"Thu, 26 Nov 2026 03:00:00 GMT", b"emulator")] * 2 + [
+        (b"HTTP/1.1 200 OK", b"Thu, 26 Nov 2026 03:00:01 GMT", b"emulator")]
+
+
 def test_a_publish_answered_later_holds_back_the_next_request_on_its_connection():
     app, responder = Recorder(), Responder(defer=0.2)
     server = make_server(app, is_publish, threads=2, respond=responder, host="127.0.0.1", port=0, channel_request_lookahead=1)

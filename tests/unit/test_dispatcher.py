@@ -197,10 +197,17 @@ def test_static_and_dynamic_delivery_attributes_become_headers(engine, client, f
         {"name": "X-Tenant", "type": "Static", "properties": {"value": "shop-1"}},
         {"name": "X-Order", "type": "Dynamic", "properties": {"sourceField": "data.orderId"}},
     ]})
-    publish(client, start=42)
+    publish(client, start=42, n=2)
     dispatch(engine)
-    h = fake.requests[0]["headers"]
-    assert h["X-Tenant"] == "shop-1" and h["X-Order"] == "42"
+    assert [(r["headers"]["X-Tenant"], r["headers"]["X-Order"]) for r in fake.requests] == [("shop-1", "42"), ("shop-1", "43")]
+    # without a dynamic attribute the header set is built once and shared by every request
+    subscribe(client, name="static-only", dest={"deliveryAttributeMappings": [
+        {"name": "X-Tenant", "type": "Static", "properties": {"value": "shop-2"}}]})
+    publish(client, start=50, n=2)
+    dispatch(engine)
+    sent = [r["headers"] for r in fake.requests if r["headers"]["aeg-subscription-name"] == "STATIC-ONLY"]
+    assert len(sent) == 2 and sent[0] == sent[1] and sent[0]["X-Tenant"] == "shop-2"
+    assert len(engine.registry.subscription("default", "static-only").headers_kept) == 1
 
 
 def test_filters_decide_fan_out_at_publish_time(engine, client, fake):

@@ -187,6 +187,37 @@ def test_lazy_writes_from_other_threads_and_settle_work_as_without_a_loop(tmp_pa
     store.close()
 
 
+def _publish(store, event_id):
+    return store.appending("t", [(event_id, "T", "s", b"{}")], [[("sub", 1e12, True)]], 1.0)
+
+
+def test_a_group_of_publishes_runs_without_savepoints_and_again_with_them_when_one_fails(tmp_path):
+    store = Store(tmp_path / "b.db")
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    results = []
+    store.transact_soon([(_publish(store, f"e{i}"), lambda r, e: results.append((r, e))) for i in range(3)])
+    assert [e for _, e in results] == [None] * 3
+    assert [r[0] for r, _ in results] == [[1], [2], [3]]
+    assert not [s for s in statements if "SAVEPOINT" in s]  # one transaction, no savepoint per publish
+
+    def failing(db):
+        _publish(store, "bad")(db)  # takes numbers, then fails: rolled back with them
+        raise RuntimeError("boom")
+
+    results.clear()
+    statements.clear()
+    store.transact_soon([(_publish(store, "e3"), lambda r, e: results.append((r, e))),
+                         (failing, lambda r, e: results.append((r, e))),
+                         (_publish(store, "e4"), lambda r, e: results.append((r, e)))])
+    assert [type(e).__name__ if e else None for _, e in results] == [None, "RuntimeError", None]
+    assert [results[0][0][0], results[2][0][0]] == [[4], [5]]  # numbered again, without a gap
+    assert [s for s in statements if "SAVEPOINT" in s]  # the second run guarded each publish
+    assert store.read("SELECT event_id FROM events ORDER BY seq") == [{"event_id": e} for e in ("e0", "e1", "e2", "e3", "e4")]
+    assert store.read("SELECT event_seq FROM deliveries ORDER BY id") == [{"event_seq": n} for n in range(1, 6)]
+    store.close()
+
+
 def test_flush_returns_only_after_every_earlier_queued_write_is_committed(tmp_path):
     store = Store(tmp_path / "b.db")
     for i in range(50):
