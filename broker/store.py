@@ -132,11 +132,11 @@ class Store:
         self._leader: int | None = None  # the thread running the current group
         self._stopping = False
         self._lazy_timer = False  # the writer sleeps until the oldest queued lazy job is due
-        # An event loop that commits the lazy writes queued from its own thread (lazy_writes_on):
-        # (on_loop(), call_later(delay, fn)), and whether its timer is set.
         self._unrecorded: list[Outcome] = []  # outcomes for the one lazy job that records them (complete)
         self._unrecorded_lock = threading.Lock()
         self._recording = False  # that job is queued
+        # An event loop that commits the lazy writes queued from its own thread (lazy_writes_on):
+        # (on_loop(), call_later(delay, fn)), and whether its timer is set.
         self._lazy_loop: tuple[Callable[[], bool], Callable[[float, Callable[[], None]], object]] | None = None
         self._loop_timer = False
         self._next: dict[str, int] = {}  # next events.seq / deliveries.id, used under _write_lock
