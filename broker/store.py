@@ -247,7 +247,7 @@ class Store:
         self._loop_timer = False
         if self._stopping or not self._jobs:
             return
-        if any(not job.due for job in list(self._jobs)) or not self._lead([], with_queued=True) or self._jobs:
+        if not self._queued_lazy() or not self._lead([], with_queued=True) or self._jobs:
             self._queued.set()
 
     def transact_soon(self, jobs: Sequence[tuple[Callable[[sqlite3.Connection], Any], Callable[[Any, BaseException | None], None]]]) -> None:
@@ -317,10 +317,15 @@ class Store:
         """How long the writer may still sleep: every queued job is lazy and none is due yet."""
         if self._stopping:
             return None
-        jobs = list(self._jobs)  # one C call: appends by other threads cannot interleave
-        if not jobs or any(not job.due for job in jobs):
+        jobs = self._queued_lazy()
+        if not jobs:
             return None
         return max(0.0, jobs[0].due - time.monotonic()) or None  # the oldest is due first
+
+    def _queued_lazy(self) -> list[_Job]:
+        """The queued jobs if every one of them is lazy, else none."""
+        jobs = list(self._jobs)  # one C call: appends by other threads cannot interleave
+        return jobs if all(job.due for job in jobs) else []
 
     def _run_group(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
         """Run jobs in one transaction (the caller holds the write lock)."""
