@@ -14,7 +14,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     """Build the broker app. With `start` the dispatcher and validator threads run; tests of the
     HTTP surface alone can pass `start=False` and call `app.extensions["broker"].start()` later;
     `clock` replaces the wall clock (tests move time by hand)."""
-    from . import api, dashboard, errors, health, management
+    from . import api, arm, dashboard, errors, health, management
     from .engine import Engine
     from .ingress import PublishMiddleware
 
@@ -26,6 +26,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(management.bp)
+    app.register_blueprint(arm.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(dashboard.bp)
     # Delivery results reach the store a few milliseconds after the attempt (see Store._submit):

@@ -1,20 +1,18 @@
-"""The original prototype's `/publish` + `/subscribe`, mapped onto the default topic, the same
-store and the same delivery path as Event Grid's `/api/events` (served by `ingress`).
+"""The original prototype's `/subscribe`, mapped onto the default topic, the same store and the
+same delivery path as Event Grid's subscriptions (its `/publish` goes through `ingress`, with every
+other publish), and the JSON body helpers of the management API.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
-from datetime import datetime, timezone
 
 import orjson
 from flask import Blueprint, current_app, jsonify, request
 
-from . import auth, schemas
+from . import schemas
 from .errors import ApiError, bad_request
-from .events import EVENTGRID_SCHEMA, Event
 from .subscriptions import validate_endpoint
 
 log = logging.getLogger("broker.api")
@@ -36,41 +34,7 @@ def limited_body(limit: int) -> bytes:
 
 
 # -- the original prototype's API ---------------------------------------------------------------
-
-
-@bp.post("/publish")
-def legacy_publish():
-    """`{"eventType": "NewOrder", "data": {...}}` -> one event on the default topic.
-
-    Optional `subject` and `id`; the reply says how many subscriptions will get it.
-    """
-    eng = engine()
-    payload = json_object(schemas.MAX_REQUEST_BYTES)
-    event_type = payload.get("eventType")
-    if not isinstance(event_type, str) or not event_type.strip():
-        raise bad_request("'eventType' is required and must be a non-empty string.", "InvalidEvent", "eventType")
-    subject = payload.get("subject", event_type)
-    if not isinstance(subject, str) or not subject:
-        raise bad_request("'subject' must be a non-empty string.", "InvalidEvent", "subject")
-    event_id = payload.get("id", str(uuid.uuid4()))
-    if not isinstance(event_id, str) or not event_id:
-        raise bad_request("'id' must be a non-empty string.", "InvalidEvent", "id")
-    event = Event(
-        id=event_id,
-        type=event_type,
-        time=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-        subject=subject,
-        data=payload.get("data"),
-        data_version=str(payload.get("dataVersion", "1.0")),
-        input_schema=EVENTGRID_SCHEMA,
-    )
-    topic = eng.topic_for_publish(eng.config.default_topic)
-    try:
-        auth.authenticate(request.headers, topic.keys, request.path, query=request.args)
-    except auth.AuthError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
-    routed = eng.accept(topic, [event])
-    return jsonify({"status": "accepted", "id": event.id, "topic": topic.name, "subscriptions": routed}), 202
+# (`POST /publish` is served by the publish pipeline, ingress.py, like every other publish.)
 
 
 @bp.post("/subscribe")
@@ -90,8 +54,8 @@ def legacy_subscribe():
             "filter": {"includedEventTypes": [event_type]},
         }
     }
-    sub, created = eng.put_subscription(eng.config.default_topic, name, body)
-    return jsonify({"status": "subscribed", "subscription": sub.name, "topic": sub.topic, "eventType": event_type, "endpoint": endpoint}), (201 if created else 200)
+    sub, created = eng.put_subscription(eng.topic_for_publish(eng.config.default_topic), name, body)
+    return jsonify({"status": "subscribed", "subscription": sub.name, "topic": sub.scope.name, "eventType": event_type, "endpoint": endpoint}), (201 if created else 200)
 
 
 def json_object(limit: int, empty_ok: bool = False) -> dict:

@@ -84,13 +84,6 @@ class Config:
     def base_url(self) -> str:
         return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
 
-    def topic_path(self, topic: str) -> str:
-        """The ARM resource path Azure writes into every delivered event's `topic`."""
-        return (
-            f"/subscriptions/{self.azure_subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.EventGrid/topics/{topic}"
-        )
-
 
 def _convert(kind: str, raw: str, var: str):
     try:

@@ -25,8 +25,11 @@ import orjson
 from flask import Blueprint, Response, current_app, render_template, request
 
 from . import codec, schemas
+from .dispatcher import topic_path
 from .errors import ApiError, bad_request, not_found
 from .events import CLOUDEVENT_SCHEMA, Event
+from .resources import DOMAIN, NAMESPACE, NAMESPACE_TOPIC, TOPIC
+from .subscriptions import Subscription
 
 bp = Blueprint(
     "dashboard", __name__, static_folder="static", static_url_path="/dashboard/static", template_folder="templates"
@@ -98,26 +101,36 @@ def _no_sniff(resp: Response) -> Response:
 
 @bp.get("/dashboard/api/topics")
 def topics():
+    """Topics, domains (with their topics) and namespaces (with theirs), each with its
+    subscriptions and their delivery counts."""
     eng = engine()
-    counts = eng.store.delivery_counts()
-    events_per_topic = {r["topic"].lower(): r["n"] for r in eng.store.read("SELECT topic, COUNT(*) AS n FROM events GROUP BY topic")}
-    out = []
-    for t in eng.registry.topics():
-        subs = sorted(t.subscriptions.values(), key=lambda s: s.name.lower())
-        out.append({
-            "name": t.name,
-            "inputSchema": t.input_schema,
-            "anonymous": not t.keys,
-            "endpoint": f"{eng.config.base_url}/topics/{t.name}/api/events",
-            "events": events_per_topic.get(t.name.lower(), 0),
-            "subscriptions": [_subscription(s, counts.get(s.key, {})) for s in subs],
-        })
-    return _json({"topics": out, "defaultTopic": eng.config.default_topic})
+    counts = eng.store.deliveries.counts()
+    events = eng.store.deliveries.events_per_topic()
+    reg = eng.registry
+
+    def card(r, **more) -> dict[str, Any]:
+        out = {"name": r.name, "path": r.path, "subscriptions": [_subscription(s, counts.get(s.id, {}))
+                                                                  for s in sorted(r.subscriptions, key=lambda s: s.name.lower())]}
+        if r.kind.events:
+            out.update(inputSchema=r.input_schema, anonymous=not r.keys, events=events.get(r.id, 0),
+                       endpoint=f"{eng.config.base_url}{r.short_path}" + ("/api/events" if r.kind is not NAMESPACE_TOPIC else ""))
+        return {**out, **more}
+
+    def kids(r) -> list[dict[str, Any]]:
+        return [card(c) for c in sorted(r.children.values(), key=lambda c: c.name.lower())]
+
+    return _json({
+        "topics": [card(t) for t in reg.top(TOPIC)],
+        "domains": [card(d, topics=kids(d)) for d in reg.top(DOMAIN)],
+        "namespaces": [card(n, topics=kids(n), anonymous=not n.keys) for n in reg.top(NAMESPACE)],
+        "defaultTopic": eng.config.default_topic,
+    })
 
 
 def _subscription(sub, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "name": sub.name,
+        "url": sub.short_path,
         "endpoint": sub.endpoint,
         "filter": sub.spec.get("filter") or {},
         "deliverySchema": sub.delivery_schema or "same as input",
@@ -141,13 +154,14 @@ def events():
     eng = engine()
     limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     before = _int_arg("before", None, 1, 2**62)
-    rows = eng.store.recent_events(limit, before)
-    deliveries = eng.store.deliveries_for([r["seq"] for r in rows])
-    attempts = _by_delivery(eng.store.attempts_for([d["id"] for d in deliveries]))
+    rows = eng.store.deliveries.recent_events(limit, before)
+    deliveries = eng.store.deliveries.of_events([r["seq"] for r in rows])
+    attempts = _by_delivery(eng.store.deliveries.attempts_for([d["id"] for d in deliveries]))
+    names = _Names(eng, rows, deliveries)
     per_event: dict[int, list] = {}
     for d in deliveries:
-        per_event.setdefault(d["event_seq"], []).append(_delivery(d, attempts.get(d["id"], []), with_headers=False))
-    out = [_event_summary(r, per_event.get(r["seq"], [])) for r in rows]
+        per_event.setdefault(d["event_seq"], []).append(_delivery(d, attempts.get(d["id"], []), names, with_headers=False))
+    out = [_event_summary(r, per_event.get(r["seq"], []), names) for r in rows]
     # `before` for the next (older) page; null when this page reached the oldest stored event.
     return _json({"events": out, "before": rows[-1]["seq"] if len(rows) == limit else None})
 
@@ -155,22 +169,23 @@ def events():
 @bp.get("/dashboard/api/events/<int:seq>")
 def event_detail(seq: int):
     eng = engine()
-    row = eng.store.event(seq)
+    row = eng.store.deliveries.event(seq)
     if row is None:
         raise not_found(f"Event {seq} is not in the store (never accepted, or pruned after retention).")
     event = Event.from_record(codec.loads(row["body"]))
-    topic_path = eng.config.topic_path(row["topic"])
-    deliveries = eng.store.deliveries_for([seq])
-    attempts = _by_delivery(eng.store.attempts_for([d["id"] for d in deliveries]))
-    out = _event_summary(row, [])
+    deliveries = eng.store.deliveries.of_events([seq])
+    attempts = _by_delivery(eng.store.deliveries.attempts_for([d["id"] for d in deliveries]))
+    names = _Names(eng, [row], deliveries)
+    path = names.path(row["topic"], event.topic)
+    out = _event_summary(row, [], names)
     out["inputSchema"] = event.input_schema
-    out["event"] = schemas.render(event, event.input_schema, topic_path)
+    out["event"] = schemas.render(event, schemas.filter_schema(event.input_schema), path)
     out["eventJson"] = _pretty(out["event"])
     for d in deliveries:
-        item = _delivery(d, attempts.get(d["id"], []), with_headers=True)
-        sub = eng.registry.subscription(d["topic"], d["subscription"])
+        item = _delivery(d, attempts.get(d["id"], []), names, with_headers=True)
+        sub = eng.registry.find(d["subscription"])
         item["subscriptionDeleted"] = sub is None
-        item.update(_rendered_body(event, sub, topic_path))
+        item.update(_rendered_body(event, sub, topic_path(sub, event.topic) if sub is not None else path))
         out["deliveries"].append(item)
     return _json(out)
 
@@ -180,7 +195,7 @@ def _rendered_body(event: Event, sub, topic_path: str) -> dict[str, Any]:
     CloudEvent alone is a JSON object, anything else a JSON array. A batched request also carried
     the other events of its batch (see each attempt's batchSize)."""
     if sub is None:  # deleted since: show the event in its input schema
-        schema, single = event.input_schema, False
+        schema, single = schemas.filter_schema(event.input_schema), False
     else:
         schema = sub.schema_for(event.input_schema)
         single = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
@@ -202,19 +217,14 @@ def _pretty(value: Any) -> str:
 def dead_letters():
     eng = engine()
     limit = _int_arg("limit", 100, 1, MAX_LIMIT)
-    rows = eng.store.read(
-        "SELECT d.id, d.topic, d.subscription, d.event_seq, d.attempts, d.last_status, d.last_outcome, "
-        "d.dead_letter_reason, d.last_attempt_at, d.done_at, e.event_id, e.event_type, e.subject "
-        "FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.status = 'deadlettered' "
-        "ORDER BY d.id DESC LIMIT ?",
-        (limit,),
-    )
-    total = eng.store.read("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'deadlettered'")[0]["n"]
+    rows, total = eng.store.deliveries.all_dead_letters(limit)
+    names = _Names(eng, [], rows)
     return _json({
         "total": total,
         "deadLetters": [
             {
-                "deliveryId": r["id"], "topic": r["topic"], "subscription": r["subscription"], "seq": r["event_seq"],
+                "deliveryId": r["id"], "topic": names.scope(r["subscription"]), "subscription": names.subscription(r["subscription"]),
+                "url": names.url(r["subscription"]), "seq": r["event_seq"],
                 "eventId": r["event_id"], "type": r["event_type"], "subject": r["subject"],
                 "reason": r["dead_letter_reason"], "lastStatus": r["last_status"], "lastOutcome": r["last_outcome"],
                 "attempts": r["attempts"], "lastAttemptAt": r["last_attempt_at"], "at": r["done_at"],
@@ -224,22 +234,70 @@ def dead_letters():
     })
 
 
-def _event_summary(row: dict, deliveries: list[dict]) -> dict[str, Any]:
+class _Names:
+    """Names for the resource ids of stored rows: from the registry, or from the store for a
+    resource deleted since (its row is kept a while for this)."""
+
+    def __init__(self, eng, events: list[dict], deliveries: list[dict]) -> None:
+        self.registry = eng.registry
+        ids = {r["topic"] for r in events} | {d["subscription"] for d in deliveries}
+        unknown = [i for i in ids if eng.registry.find(i) is None]
+        self.gone = eng.store.resources.names(unknown)
+        parents = [p for _, _, p, _ in self.gone.values() if p is not None and p not in self.gone and eng.registry.find(p) is None]
+        self.gone.update(eng.store.resources.names(parents))
+
+    def _label(self, resource_id: int | None) -> str:
+        found = self.registry.find(resource_id) if resource_id is not None else None
+        if found is not None:
+            return found.label
+        kind, name, parent, _ = self.gone.get(resource_id, ("", "(deleted)", None, True))
+        return f"{self._label(parent)}/{name}" if parent is not None and kind != "subscription" else name
+
+    def scope(self, sub_id: int) -> str:
+        found = self.registry.find(sub_id)
+        if isinstance(found, Subscription):
+            return found.scope.label
+        parent = self.gone.get(sub_id, (None, None, None, True))[2]
+        return self._label(parent) if parent is not None else "(deleted)"
+
+    def subscription(self, sub_id: int) -> str:
+        found = self.registry.find(sub_id)
+        if found is not None:
+            return found.name
+        return self.gone.get(sub_id, ("", "(deleted)", None, True))[1]
+
+    def url(self, sub_id: int) -> str | None:
+        found = self.registry.find(sub_id)
+        return found.short_path if isinstance(found, Subscription) else None
+
+    def topic(self, topic_id: int, domain_topic: str | None) -> str:
+        label = self._label(topic_id)
+        return f"{label}/{domain_topic}" if domain_topic else label
+
+    def path(self, topic_id: int, domain_topic: str | None) -> str:
+        found = self.registry.find(topic_id)
+        if found is None:
+            return f"(deleted)/{self._label(topic_id)}"
+        return f"{found.path}/topics/{domain_topic}" if found.kind is DOMAIN and domain_topic else found.path
+
+
+def _event_summary(row: dict, deliveries: list[dict], names: _Names) -> dict[str, Any]:
     try:
-        time_ = codec.loads(row["body"]).get("time")
+        record = codec.loads(row["body"])
+        time_, domain_topic = record.get("time"), record.get("topic")
     except (codec.JSONDecodeError, AttributeError):
-        time_ = None
+        time_, domain_topic = None, None
     return {
-        "seq": row["seq"], "topic": row["topic"], "id": row["event_id"], "type": row["event_type"],
+        "seq": row["seq"], "topic": names.topic(row["topic"], domain_topic), "id": row["event_id"], "type": row["event_type"],
         "subject": row["subject"], "time": time_, "receivedAt": row["received_at"], "deliveries": deliveries,
     }
 
 
-def _delivery(d: dict, attempts: list[dict], with_headers: bool) -> dict[str, Any]:
+def _delivery(d: dict, attempts: list[dict], names: _Names, with_headers: bool) -> dict[str, Any]:
     # Attempts come in order; a redelivered dead letter starts again at attempt 1, and the whole
     # history (earlier rounds included) is the timeline the developer wants to see.
     return {
-        "id": d["id"], "subscription": d["subscription"], "status": d["status"], "attemptCount": d["attempts"],
+        "id": d["id"], "subscription": names.subscription(d["subscription"]), "status": d["status"], "attemptCount": d["attempts"],
         "nextAttemptAt": d["next_attempt_at"] if d["status"] in ("pending", "inflight") else None,
         "expiresAt": d["expires_at"], "lastStatus": d["last_status"], "lastOutcome": d["last_outcome"],
         "lastLatencyMs": d["last_latency_ms"], "deadLetterReason": d["dead_letter_reason"], "doneAt": d["done_at"],

@@ -1,12 +1,22 @@
-"""Background delivery: claims due deliveries from the store and POSTs them to subscribers.
+"""Background delivery: claims due deliveries from the store and sends them to subscribers.
 
-One thread decides what to send (it claims from the store, which may block); the sending runs as
-worker coroutines on the webhook client's event loop, so hundreds of requests in flight cost no
-threads and no GIL hand-offs between them. Each subscription may have at most
-`subscription_concurrency` requests in flight and all of them together `delivery_workers`, so a
-slow or dead subscriber ties up that many workers at most and never delays the others. Every state
-change goes through the store before anything else happens, so a killed broker resumes exactly
-where it was.
+Threads and what they own:
+
+* the `dispatcher` thread decides what to send: it claims due deliveries from the store (which may
+  block) into each subscription's lane, staffs the lanes with workers, prunes past retention, and
+  sleeps until the next delivery falls due (`wake_at`) or something wakes it;
+* the workers are coroutines on the webhook client's event loop (the `event-loop` thread, which
+  also serves the HTTP sockets: serving.py), so hundreds of requests in flight cost no threads and
+  no GIL hand-offs between them. They take deliveries from their lane, send them, and record the
+  outcome in the store;
+* publishes hand fresh deliveries straight to a lane (`direct`, `hand_over`) on the loop's thread.
+
+`_lock` guards the lanes and the worker counts; nothing calls out of this module while holding it.
+Each subscription may have at most `subscription_concurrency` requests in flight (one while its
+endpoint fails: a dead or hung subscriber ties up one worker, not four) and all of them together
+`delivery_workers`, so a slow subscriber never delays the others. What a lane holds is bounded in
+bytes as well as in count. Every state change goes through the store before anything else
+happens, so a killed broker resumes exactly where it was.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
@@ -23,14 +34,16 @@ import orjson
 from . import codec, schemas
 from .deadletters import BlobWriter, record
 from .events import CLOUDEVENT_SCHEMA, Event
+from .resources import DOMAIN
 from .retry import classify
-from .store import Claimed, Outcome, Store
+from .store import Claimed, Outcome, Store, StoreClosed
 from .subscriptions import Subscription
 
 log = logging.getLogger("broker.dispatcher")
 
 PRUNE_EVERY_SECONDS = 60.0
 IDLE_POLL_SECONDS = 1.0
+WARN_EVERY_SECONDS = 30.0  # a store that keeps failing is reported this often, not on every pass
 
 # Azure's names for how the last attempt went (lastDeliveryOutcome / deadLetterReason).
 OUTCOMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 408: "TimedOut", 413: "RequestEntityTooLarge", 429: "Busy", 503: "Busy"}
@@ -44,21 +57,30 @@ def outcome_name(status: int | None, timed_out: bool) -> str:
     return OUTCOMES.get(status, "GenericError")
 
 
+def topic_path(sub: Subscription, domain_topic: str | None) -> str:
+    """The `topic` an event is delivered with: its topic's ARM id, or its domain topic's for an
+    event published to a domain."""
+    scope = sub.scope
+    if scope.kind is DOMAIN and domain_topic:
+        return f"{scope.path}/topics/{domain_topic}"
+    return scope.path
+
+
 class Rendering:
     """An event as subscribers get it, rendered once per schema and shared by every subscription
     (and every retry): parsing and re-serialising the stored record per delivery was a quarter of
     the dispatcher's CPU under fan-out. A short-lived view of a `Renderings` entry."""
 
-    __slots__ = ("id", "input_schema", "data_version", "_bodies", "_seq", "_record", "_event", "_cache")
+    __slots__ = ("id", "input_schema", "data_version", "topic", "_bodies", "_seq", "_record", "_event", "_cache")
 
     def __init__(self, cache: Renderings, seq: int, entry: tuple, record: bytes, event: Event | None = None) -> None:
-        self.id, self.input_schema, self.data_version = entry[:3]
-        self._bodies = entry[3:]  # schema, body, schema, body, ...
+        self.id, self.input_schema, self.data_version, self.topic = entry[:4]
+        self._bodies = entry[4:]  # schema, body, schema, body, ...
         self._cache, self._seq = cache, seq
         self._record = record  # the stored record, for a schema not rendered yet
         self._event = event
 
-    def rendered(self, schema: str, topic_path: str) -> bytes:
+    def rendered(self, schema: str, path: str) -> bytes:
         bodies = self._bodies
         for i in range(0, len(bodies), 2):
             if bodies[i] == schema:
@@ -66,33 +88,35 @@ class Rendering:
         # A delivery schema its subscriptions did not use when it was accepted: kept from now on.
         if self._event is None:
             self._event = Event.from_record(codec.loads(self._record))
-        body = schemas.dumps(schemas.render(self._event, schema, topic_path))
+        body = schemas.dumps(schemas.render(self._event, schema, path))
         self._bodies = (*bodies, schema, body)
-        self._cache._keep([(self._seq, (self.id, self.input_schema, self.data_version, *self._bodies))])
+        self._cache._keep([(self._seq, (self.id, self.input_schema, self.data_version, self.topic, *self._bodies))])
         return body
 
 
 class Renderings:
-    """A bounded cache of events as subscribers get them, by sequence number, filled as events are
-    accepted (rendered then, while the event is at hand).
+    """A cache of events as subscribers get them, by sequence number, filled as events are accepted
+    (rendered then, while the event is at hand), bounded in entries and in the bytes of the bodies
+    it holds: past either bound the oldest entries go (a later delivery renders them again from the
+    stored record).
 
-    An entry is a flat tuple of strings and bytes -- (id, input schema, data version, schema, body,
-    ...) -- which CPython's cycle collector stops tracking. The cache used to hold an Event and a
-    Rendering object per event: two tracked objects that outlived every young collection, so at
-    1,000 events/s a full collection came every few seconds and stopped the delivery loop for
-    ~35 ms, which was in the end-to-end p99 of the run."""
+    An entry is a flat tuple of strings and bytes -- (id, input schema, data version, domain topic,
+    schema, body, ...) -- which CPython's cycle collector stops tracking: cached Event objects made a
+    full collection every few seconds at 1,000 events/s, a ~35 ms stop of the delivery loop."""
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, max_bytes: int = 32 << 20) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._items: OrderedDict[int, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, events: Iterable[tuple[int, Event, Iterable[str]]], topic_path: str) -> None:
-        """(sequence number, event, the delivery schemas of its subscriptions) triples."""
+    def add(self, events: Iterable[tuple[int, Event, Iterable[str], str]]) -> None:
+        """(sequence number, event, the delivery schemas of its subscriptions, its topic path) tuples."""
         entries = []
-        for seq, event, needed in events:
-            bodies = [part for schema in needed for part in (schema, schemas.dumps(schemas.render(event, schema, topic_path)))]
-            entries.append((seq, (event.id, event.input_schema, event.data_version, *bodies)))
+        for seq, event, needed, path in events:
+            bodies = [part for schema in needed for part in (schema, schemas.dumps(schemas.render(event, schema, path)))]
+            entries.append((seq, (event.id, event.input_schema, event.data_version, event.topic, *bodies)))
         self._keep(entries)
 
     def get(self, seq: int, record: bytes) -> Rendering:
@@ -102,24 +126,33 @@ class Renderings:
             return Rendering(self, seq, entry, record)
         # An older event (a retry, a backlog after restart): from the stored record, kept from now on.
         event = Event.from_record(codec.loads(record))
-        entry = (event.id, event.input_schema, event.data_version)
+        entry = (event.id, event.input_schema, event.data_version, event.topic)
         self._keep([(seq, entry)])
         return Rendering(self, seq, entry, record, event)
 
     def _keep(self, entries: list[tuple[int, tuple]]) -> None:
         with self._lock:
             items = self._items
-            items.update(entries)
-            while len(items) > self.size:
-                items.popitem(last=False)
+            for seq, entry in entries:
+                old = items.get(seq)
+                if old is not None:
+                    self.bytes -= _entry_bytes(old)
+                items[seq] = entry
+                self.bytes += _entry_bytes(entry)
+            while items and (len(items) > self.size or self.bytes > self.max_bytes):
+                self.bytes -= _entry_bytes(items.popitem(last=False)[1])
+
+
+def _entry_bytes(entry: tuple) -> int:
+    return sum(len(part) for part in entry[5::2])
 
 
 CLAIM_AHEAD = 256  # deliveries claimed from the store per subscription at once
-# Deliveries a lane holds at most (each with its event's stored record, shared by the event's
-# subscriptions: a few MB at most). Up to this a burst of publishes goes to a subscriber without a
-# round trip through the store as pending and a claim: fan-out with 256 was 4.7-5.6k deliveries/s,
-# with 4096 5.4-6.4k (alternating runs).
+# Deliveries a lane holds at most, in count and in the bytes of their events (the stored record,
+# shared by an event's subscriptions). Up to this a burst of publishes goes to a subscriber without
+# a round trip through the store as pending and a claim (docs/performance.md).
 LANE_LIMIT = 4096
+LANE_BYTES = 16 << 20
 LOW_WATER = 64  # a lane holding fewer asks the loop to claim more
 MAX_HEADERS_KEPT = 64  # header sets kept per subscription (attempt counts x data versions)
 WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (fairness across lanes)
@@ -128,18 +161,25 @@ WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (f
 class Lane:
     """One subscription's claimed-but-unsent deliveries and the workers sending them."""
 
-    __slots__ = ("sub", "buffer", "workers", "caught_up")
+    __slots__ = ("sub", "buffer", "bytes", "workers", "caught_up", "failing")
 
     def __init__(self, sub: Subscription) -> None:
         self.sub = sub
         self.buffer: deque[Claimed] = deque()
+        self.bytes = 0  # of the bodies in the buffer
         self.workers = 0
         self.caught_up = False  # its last claim left nothing due in the store
+        self.failing = False  # its last attempt got no answer or an error: one worker until one succeeds
+
+    def add(self, claimed: list[Claimed]) -> None:
+        self.buffer.extend(claimed)
+        self.bytes += sum(len(c.body) for c in claimed)
 
 
 class Dispatcher:
     def __init__(self, store: Store, registry, client, clock, config, metrics, feed) -> None:
         self.store = store
+        self.deliveries = store.deliveries
         self.registry = registry
         self.client = client
         self.clock = clock
@@ -151,7 +191,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._all_idle = threading.Condition(self._lock)  # notified when the last worker ends
-        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._lanes: dict[int, Lane] = {}
         self.renderings = Renderings()
         self._thread: threading.Thread | None = None
         self._workers = 0  # worker coroutines alive, across all lanes
@@ -161,11 +201,13 @@ class Dispatcher:
         self._completed: list[Outcome] = []  # outcomes of this loop pass, not yet handed to the store
         self._tally: dict = {}  # and their metric counts, not yet added
         self._next_prune = 0.0
+        self._deadline = 0.0  # (wall clock) when the dispatcher thread wakes at the latest
+        self._warned = 0.0  # monotonic time of the last "store failing" warning
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        recovered = self.store.recover()
+        recovered = self.deliveries.recover()
         if recovered:
             log.info("resuming deliveries that were in flight when the broker stopped", extra={"count": recovered})
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
@@ -188,6 +230,12 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def wake_at(self, when: float) -> None:
+        """Make sure the dispatcher thread looks again by wall-clock time `when` (a retry fell due)."""
+        if when < self._deadline:
+            self._deadline = when  # (a race with the thread's own setting only wakes it early)
+            self._wake.set()
+
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -196,11 +244,27 @@ class Dispatcher:
             try:
                 wait = self.dispatch_due()
                 self._prune_if_due()
-            except Exception:  # the loop must survive anything: log and retry shortly
-                log.exception("dispatcher loop error")
+                self._retry_records()
+            except StoreClosed:
+                return
+            except Exception as exc:  # the loop must survive anything: say so and retry shortly
+                self._warn("dispatcher loop error", exc)
                 wait = IDLE_POLL_SECONDS
+            self._deadline = self.clock.now() + wait
             if wait > 0:
                 self._wake.wait(wait)
+
+    def _warn(self, message: str, exc: BaseException) -> None:
+        """Log a failure, at most once per WARN_EVERY_SECONDS (a full disk fails every pass)."""
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY_SECONDS:
+            self._warned = now
+            log.warning(message, exc_info=exc)
+
+    def _retry_records(self) -> None:
+        """Outcomes whose commit failed (the disk was full) are written again."""
+        if self.deliveries.unrecorded:
+            self.deliveries.record_pending()
 
     def dispatch_due(self, submit=None) -> float:
         """Claim what is due into each subscription's lane and staff the lanes with workers; return
@@ -213,10 +277,7 @@ class Dispatcher:
         submit = submit or self._submit
         now = self.clock.now()
         wait = IDLE_POLL_SECONDS
-        active = {}
-        for sub in self.registry.subscriptions():
-            if sub.active:
-                active[sub.key] = sub
+        active = {sub.id: sub for sub in self.registry.subscriptions() if sub.active}
         self._retire_lanes(active)
         for key, sub in active.items():
             lane = self._lanes.get(key)
@@ -224,15 +285,15 @@ class Dispatcher:
                 lane = self._lanes[key] = Lane(sub)
             lane.sub = sub  # a PUT may have replaced the subscription's settings
             with self._lock:
-                buffered = len(lane.buffer)
+                buffered, held = len(lane.buffer), lane.bytes
             if buffered < LOW_WATER:
                 want = min(self._claim_size(sub), self._capacity(sub) - buffered)
-                claimed = self.store.claim(sub.topic, sub.name, now, want)
+                claimed = self.deliveries.claim(sub.id, now, want, max(LANE_BYTES - held, 0))
                 with self._lock:
-                    lane.buffer.extend(claimed)
-                    lane.caught_up = len(claimed) < want
+                    lane.add(claimed)
+                    lane.caught_up = len(claimed) < want and lane.bytes < LANE_BYTES
                 if len(claimed) < want:
-                    due = self.store.next_due(sub.topic, sub.name)
+                    due = self.deliveries.next_due(sub.id)
                     if due is not None:
                         wait = min(wait, max(0.0, due - now))
             self._staff(lane, submit)
@@ -240,7 +301,7 @@ class Dispatcher:
 
     def _submit(self, work) -> None:
         # Not run_coroutine_threadsafe: nobody reads a worker's result, and chaining a thread-safe
-        # future to every worker's task was ~8% of the GIL time at 800 single deliveries a second.
+        # future to every worker's task cost GIL time at hundreds of deliveries a second.
         try:
             loop = self.client.loop
             if self.client.on_loop():  # a publish served on the loop's own thread: no wake-up needed
@@ -258,7 +319,7 @@ class Dispatcher:
 
     # -- fresh deliveries, straight from the publish -------------------------------------------------
 
-    def direct(self, subs: list[Subscription], count: int) -> set[tuple[str, str]]:
+    def direct(self, subs: list[Subscription], count: int) -> set[int]:
         """The subscriptions whose lanes take `count` fresh deliveries each straight from the
         publish: the store records them `inflight` (claimed at birth) and `hand_over` gives them to
         the lane after the commit, with no claim transaction and no wait for this thread. A lane
@@ -268,8 +329,8 @@ class Dispatcher:
             return set()
         with self._lock:
             return {
-                s.key for s in subs
-                if (lane := self._lanes.get(s.key)) is not None and lane.caught_up
+                s.id for s in subs
+                if (lane := self._lanes.get(s.id)) is not None and lane.caught_up and lane.bytes < LANE_BYTES
                 and (len(lane.buffer) + count <= LANE_LIMIT or len(lane.buffer) + count <= self._capacity(s))
             }
 
@@ -282,24 +343,32 @@ class Dispatcher:
         return max(LANE_LIMIT, self._claim_size(sub))
 
     def hand_over(self, handed: list[tuple[Subscription, list[Claimed]]]) -> None:
-        """Deliveries claimed at birth (see `direct`), after their commit: into their lanes."""
+        """Deliveries claimed at birth (see `direct`), after their commit: into their lanes. Those of
+        a subscription deleted meanwhile are dropped; those of one whose lane went away (it lost its
+        validation) go back to pending. Neither waits for the store."""
         orphans: list[int] = []
+        dropped: list[int] = []
         for sub, claimed in handed:
+            if sub.deleted:
+                dropped += [c.id for c in claimed]
+                continue
             with self._lock:
-                lane = self._lanes.get(sub.key)
-                if lane is None:  # retired meanwhile (deleted, or lost its validation)
+                lane = self._lanes.get(sub.id)
+                if lane is None:
                     orphans += [c.id for c in claimed]
                     continue
-                lane.buffer.extend(claimed)
+                lane.add(claimed)
             self._staff(lane, self._submit)
+        if dropped:
+            self.deliveries.drop(dropped, "SubscriptionDeleted", self.clock.now())
         if orphans:
-            self.store.release(orphans)
-            self._wake.set()
+            self.deliveries.release(orphans, then=lambda _r, _e: self._wake.set())
 
     def _staff(self, lane: Lane, submit) -> None:
         with self._lock:
             requests = -(-len(lane.buffer) // lane.sub.max_events_per_batch)
-            hire = min(self.config.subscription_concurrency, requests) - lane.workers
+            concurrency = 1 if lane.failing else self.config.subscription_concurrency
+            hire = min(concurrency, requests) - lane.workers
             capped = max(0, min(hire, self.config.delivery_workers - self._workers))
             self._starved = self._starved or capped < hire
             hire = capped
@@ -321,9 +390,13 @@ class Dispatcher:
                     continue  # its workers finish what they hold first
                 leftover = [c.id for c in lane.buffer]
                 lane.buffer.clear()
+                lane.bytes = 0
                 del self._lanes[key]
             if leftover:
-                self.store.release(leftover)
+                if lane.sub.deleted:
+                    self.deliveries.drop(leftover, "SubscriptionDeleted", self.clock.now())
+                else:
+                    self.deliveries.release(leftover)
 
     async def _work(self, lane: Lane) -> None:
         """A worker: send the lane's deliveries, a request at a time, then make room for other
@@ -334,7 +407,9 @@ class Dispatcher:
         while True:
             with self._lock:
                 chunk = self._take(lane) if rounds < WORKER_ROUNDS and not self._stop.is_set() else []
-                if not chunk:
+                if not chunk or (lane.failing and lane.workers > 1):
+                    lane.buffer.extendleft(reversed(chunk))
+                    lane.bytes += sum(len(c.body) for c in chunk)
                     self._leave(lane)
                     # The loop thread is only needed to claim more or to staff a starved lane.
                     wake = self._starved or not lane.caught_up or bool(lane.buffer)
@@ -345,7 +420,7 @@ class Dispatcher:
             if low:
                 self._wake.set()  # claim more while this request is on the wire
             try:
-                await self._deliver(lane.sub, chunk)
+                await self._deliver(lane, chunk)
             except BaseException:  # cancelled (shutdown): the chunk stays inflight until recovery
                 with self._lock:
                     self._leave(lane)
@@ -374,6 +449,7 @@ class Dispatcher:
                 break
             chunk.append(buffer.popleft())
             size += len(nxt.body)
+        lane.bytes -= size
         return chunk
 
     def _prune_if_due(self) -> None:
@@ -383,21 +459,22 @@ class Dispatcher:
         self._next_prune = now + PRUNE_EVERY_SECONDS
         before = now - self.config.retention_hours * 3600
         removed = 0
-        while (batch := self.store.prune(before)) and not self._stop.is_set():
+        while (batch := self.deliveries.prune(before)) and not self._stop.is_set():
             removed += batch  # in batches, so sustained traffic cannot outgrow retention
         if removed:
             log.info("pruned delivered events past retention", extra={"count": removed})
 
     # -- one request -------------------------------------------------------------------------
 
-    async def _deliver(self, sub: Subscription, chunk: list[Claimed]) -> None:
+    async def _deliver(self, lane: Lane, chunk: list[Claimed]) -> None:
         try:
-            await self._attempt(sub, chunk)
+            await self._attempt(lane, chunk)
         except Exception:
-            log.exception("delivery failed unexpectedly; returning it to pending", extra={"subscription": sub.name})
-            await asyncio.to_thread(self.store.release, [c.id for c in chunk])
+            log.exception("delivery failed unexpectedly; returning it to pending", extra={"topic": lane.sub.scope.label, "subscription": lane.sub.name})
+            self.deliveries.release([c.id for c in chunk])
 
-    async def _attempt(self, sub: Subscription, chunk: list[Claimed]) -> None:
+    async def _attempt(self, lane: Lane, chunk: list[Claimed]) -> None:
+        sub = lane.sub
         now = self.clock.now()
         if len(chunk) == 1:  # most requests (maxEventsPerBatch 1)
             live, expired = (chunk, []) if chunk[0].expires_at > now else ([], chunk)
@@ -411,10 +488,9 @@ class Dispatcher:
         if not live:
             return
 
-        topic_path = self.config.topic_path(sub.topic)
         events = [self.renderings.get(c.event_seq, c.body) for c in live]
         schema = sub.schema_for(events[0].input_schema)
-        parts = [e.rendered(sub.schema_for(e.input_schema), topic_path) for e in events]
+        parts = [e.rendered(sub.schema_for(e.input_schema), topic_path(sub, e.topic)) for e in events]
         single_ce = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
         body = parts[0] if single_ce else b"[" + b",".join(parts) + b"]"
         headers = self._headers(sub, events[0], parts[0], schema, live[0].attempts, single_ce)
@@ -422,6 +498,7 @@ class Dispatcher:
         resp = await self.client.deliver(sub.endpoint, body, headers, self.config.delivery_timeout)
         done = self.clock.now()
         verdict = classify(resp.status)
+        lane.failing = verdict == "retry"
         outcome = outcome_name(resp.status, resp.timed_out)
         final = "deadlettered" if sub.dead_letter else "dropped"
         # The deliveries of this request, grouped by what happens to them next: all of them alike,
@@ -452,12 +529,12 @@ class Dispatcher:
         else:
             self._finish(sub, outcomes, live, attempted=True)
         if resp.latency_ms is not None:
-            self.metrics.child(self.metrics.latency, sub.topic, sub.name).observe(resp.latency_ms / 1000)
+            self.metrics.child(self.metrics.latency, sub.scope.label, sub.name).observe(resp.latency_ms / 1000)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "delivery attempt",
                 extra={
-                    "topic": sub.topic, "subscription": sub.name, "event_ids": [e.id for e in events],
+                    "topic": sub.scope.label, "subscription": sub.name, "event_ids": [e.id for e in events],
                     "attempt": live[0].attempts + 1, "status": resp.status, "outcome": outcome,
                     "latency_ms": round(resp.latency_ms, 2), "next": outcomes[0].status, "error": resp.error,
                 },
@@ -510,9 +587,9 @@ class Dispatcher:
             else:
                 counter.inc(len(o.delivery_ids))
         if not attempted:
-            self.store.expire(outcomes)
+            self.deliveries.expire(outcomes)
         elif dead:
-            self.store.complete(outcomes, wait=True)
+            self.deliveries.complete(outcomes, wait=True)
             self._write_blobs(sub, dead)
         else:
             if not self._completed:
@@ -523,7 +600,7 @@ class Dispatcher:
             for o in outcomes:
                 for delivery in o.delivery_ids:
                     self.feed.publish("attempt", {
-                        "topic": sub.topic, "subscription": sub.name, "delivery": delivery, "seq": seqs[delivery],
+                        "topic": sub.scope.label, "subscription": sub.name, "delivery": delivery, "seq": seqs[delivery],
                         "attempt": o.attempt, "status": o.status, "outcome": o.outcome, "statusCode": o.status_code,
                         "latencyMs": o.latency_ms, "at": o.at, "nextAttemptAt": o.next_attempt_at,
                         "deadLetterReason": o.dead_letter_reason,
@@ -531,32 +608,34 @@ class Dispatcher:
 
     def _flush_completed(self) -> None:
         """One store job for every delivery completed in this loop pass (the commit is not waited
-        for: until it lands the deliveries are still `inflight`, so a crash re-sends them)."""
+        for: until it lands the deliveries are still `inflight`, so a crash re-sends them). Retries
+        among them wake the dispatcher thread once they are stored, in time for their next attempt."""
         done, self._completed = self._completed, []
         tally, self._tally = self._tally, {}
         for counter, n in tally.items():  # first, as in _finish
             counter.inc(n)
-        if done:
-            self.store.complete(done, wait=False)
+        if not done:
+            return
+        retry_at = min((o.next_attempt_at for o in done if o.status == "pending" and o.next_attempt_at is not None), default=None)
+        self.deliveries.complete(done, wait=False, then=None if retry_at is None else lambda _e: self.wake_at(retry_at))
 
     def _counter(self, sub: Subscription, outcome: str):
-        return self.metrics.child(self.metrics.deliveries, sub.topic, sub.name, outcome)
+        return self.metrics.child(self.metrics.deliveries, sub.scope.label, sub.name, outcome)
 
     def _write_blobs(self, sub: Subscription, dead: list[Outcome]) -> None:
         """One blob per dead-lettered event, built from the stored delivery (the single source of
         the Azure fields: attempts, last outcome, times)."""
-        topic_path = self.config.topic_path(sub.topic)
         for o in dead:
             for delivery in o.delivery_ids:
-                row = self.store.dead_letter(sub.topic, sub.name, delivery)
+                row = self.deliveries.dead_letter(sub.id, delivery)
                 if row is None:  # redelivered or purged in the meantime
                     continue
-                self.blobs.write(sub.topic, sub.name, o.at, [dead_letter_record(row, sub, topic_path)])
+                self.blobs.write(sub.scope.label, sub.name, o.at, [dead_letter_record(row, sub)])
 
 
-def dead_letter_record(row: dict, sub: Subscription, topic_path: str) -> dict:
+def dead_letter_record(row: dict, sub: Subscription) -> dict:
     event = Event.from_record(codec.loads(row["body"]))
-    return record(schemas.render(event, sub.schema_for(event.input_schema), topic_path), row)
+    return record(schemas.render(event, sub.schema_for(event.input_schema), topic_path(sub, event.topic)), row)
 
 
 def _lookup(envelope: dict, path: str | None) -> Any:

@@ -13,6 +13,10 @@ from typing import Any
 EVENTGRID_SCHEMA = "EventGridSchema"
 CLOUDEVENT_SCHEMA = "CloudEventSchemaV1_0"
 SCHEMAS = (EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA)
+# A topic's inputSchema for events of the publisher's own shape, mapped by its inputSchemaMapping;
+# and the delivery schema that hands them on exactly as published.
+CUSTOM_INPUT_SCHEMA = "CustomEventSchema"
+CUSTOM_SCHEMA = "CustomInputSchema"
 
 
 @dataclass(slots=True)
@@ -21,7 +25,9 @@ class Event:
 
     `source` is only set for CloudEvents input: EventGridSchema events get their `topic` (and, when
     converted, their CloudEvents `source`) from the broker's topic resource path at delivery time,
-    as Azure overwrites whatever the publisher sent.
+    as Azure overwrites whatever the publisher sent. `topic` is the domain topic an event published
+    to a domain names (its `topic`, or a CloudEvent's `source`); None elsewhere. An event of a
+    custom input schema has the published event as its `data`, as Azure delivers it.
     """
 
     id: str
@@ -35,11 +41,12 @@ class Event:
     # CloudEvents optional and extension attributes, kept verbatim (datacontenttype, dataschema, ...).
     extensions: dict[str, Any] = field(default_factory=dict)
     input_schema: str = EVENTGRID_SCHEMA
+    topic: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict for the store; `from_record` is its inverse."""
         record: dict[str, Any] = {"id": self.id, "type": self.type, "time": self.time, "schema": self.input_schema}
-        for key in ("subject", "source", "data_version", "data_base64"):
+        for key in ("subject", "source", "data_version", "data_base64", "topic"):
             value = getattr(self, key)
             if value is not None:
                 record[key] = value
@@ -62,4 +69,5 @@ class Event:
             data_version=record.get("data_version"),
             extensions=record.get("extensions") or {},
             input_schema=record.get("schema", EVENTGRID_SCHEMA),
+            topic=record.get("topic"),
         )

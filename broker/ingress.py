@@ -1,29 +1,42 @@
-"""The publish endpoints as plain WSGI: `POST /api/events` and `POST /topics/{topic}/api/events`.
+"""The one publish pipeline, for every publish route, as plain WSGI in front of the Flask app:
 
-This is the hottest path of the emulator (every event of a load test comes through it), so it sits
-in front of the Flask app as WSGI middleware: measured on a 2-core machine, Flask's request context,
-routing and response objects cost about as much as all of the broker's own work per request (~350
-microseconds). Everything else -- management, dashboard, the prototype's API -- stays in Flask, and
-errors here have exactly the shape the Flask error handlers produce.
+    POST /api/events                         the default topic
+    POST /topics/{topic}/api/events          a custom topic (created on first publish, BROKER_AUTO_CREATE_TOPICS)
+    POST /domains/{domain}/api/events        an event domain: each event names its domain topic
+    POST /publish                            the prototype's `{"eventType": ..., "data": ...}`, on the default topic
+
+Each publish is resolved to what it is published to, authenticated with that resource's keys or a
+SAS token, parsed in its input schema (EventGridSchema, CloudEvents 1.0, a custom schema through
+its mapping), routed through each subscription's filter and stored with its deliveries in one
+commit; only then is it answered.
+
+This is the hottest path of the emulator (every event of a load test comes through it), so it
+bypasses Flask: measured on a 2-core machine, Flask's request context, routing and response objects
+cost about as much as all of the broker's own work per request. Served on the delivery loop
+(serving.py), a publish is answered through `later` once its group commit is in.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 import orjson
 
-from . import auth, schemas
-from .errors import ApiError
+from . import auth, codec, schemas
+from .errors import ApiError, bad_request
+from .events import EVENTGRID_SCHEMA, Event
+from .resources import DOMAIN, TOPIC, Resource
 from .serving import LATER
-from .topics import Topic
+from .store import unavailable
 
 log = logging.getLogger("broker.ingress")
 
-PUBLISH_PATH = re.compile(r"^(?:/topics/([^/]+))?/api/events/?$")
+_ROUTES = re.compile(r"^(?:/api/events|/topics/([^/]+)/api/events|/domains/([^/]+)/api/events|(/publish))/?$")
 
 # API versions the official SDKs sent when this was written. Any other version is accepted and
 # logged once: an emulator that rejects the SDK's next api-version breaks its users' builds.
@@ -32,7 +45,7 @@ KNOWN_API_VERSIONS = frozenset({"2018-01-01", "2023-06-01-preview", "2023-11-01"
 
 def is_publish(method: str, path: str) -> bool:
     """Whether a request is one this middleware serves (the server runs those on its I/O thread)."""
-    return method == "POST" and PUBLISH_PATH.match(path) is not None
+    return method == "POST" and _ROUTES.match(path) is not None
 
 
 Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
@@ -61,61 +74,141 @@ class PublishMiddleware:
 
         Called on the delivery loop's thread with `later`, a valid publish is answered through
         `later(answer)` once stored (`Engine.accept_soon`), and this returns `LATER`."""
-        match = PUBLISH_PATH.match(path)
+        match = _ROUTES.match(path)
         if not match:
             return None
         if method != "POST":
             return _error(ApiError(405, "MethodNotAllowed", "The publish endpoint only takes POST."), [("Allow", "POST")])
-        topic = match.group(1) or self.engine.config.default_topic
+        topic_name, domain_name, prototype = match.groups()
         if later is not None and not self.engine.client.on_loop():
             later = None  # (a server polled by some other loop: the engine's loop would be woken from outside)
+        answered: list[Answer] = []
+
+        def then(exc: BaseException | None, routed: int, event: Event | None = None, channel: Resource | None = None) -> None:
+            answer = _answer(exc) if exc is not None or not prototype else _prototype_answer(event, channel, routed)
+            if later is None:
+                answered.append(answer)
+            else:
+                later(answer)
+
         try:
-            self.publish(topic, path, query_string, headers(), body, None if later is None else lambda exc: later(_answer(exc)))
+            self.publish(topic_name, domain_name, bool(prototype), path, query_string, headers(), body, then, later is not None)
         except Exception as exc:
             return _answer(exc)
-        return _OK if later is None else LATER  # Azure answers an accepted publish with 200 and an empty body
+        return answered[0] if later is None else LATER
 
-    def publish(self, topic_name: str, path: str, query_string: str, headers: dict[str, str], body: Callable[[], bytes],
-                then: Callable[[BaseException | None], None] | None = None) -> None:
-        """Validate and store a publish: before returning, or (`then`) soon after, calling then(error)."""
+    def publish(self, topic_name: str | None, domain_name: str | None, prototype: bool, path: str, query_string: str,
+                headers: dict[str, str], body: Callable[[], bytes], then: Callable[..., None], soon: bool) -> None:
+        """Validate and store a publish: `then(error, deliveries, ...)` runs once it is stored (soon
+        after, with `soon`; before returning otherwise). Invalid ones raise instead."""
         eng = self.engine
         query = _query(query_string)
-        topic = eng.registry.topic(topic_name)
+        name = domain_name or topic_name or eng.config.default_topic
         try:
-            if topic is None:
-                # An unknown topic is created only once the request has proved valid: a refused
-                # publish must not leave a topic behind. Until then it is what it would be.
-                if not eng.config.auto_create_topics:
-                    raise ApiError(404, "NotFound", f"Topic '{topic_name}' does not exist.")
-                topic = Topic(topic_name)
-            auth.authenticate(headers, topic.keys, path, query=query)
-            version = query.get("api-version")
-            if version and version not in KNOWN_API_VERSIONS and version not in eng.seen_api_versions:
-                eng.seen_api_versions.add(version)
-                log.warning("accepting an api-version this emulator has not seen before", extra={"api_version": version})
-            events = schemas.parse(body(), headers, topic.input_schema)
+            channel = self._channel(name, domain_name is not None)
+            events = self._validate(channel, prototype, path, query, headers, body)
+            if channel.id == 0:
+                # A topic created by this publish, now that the request has proved valid (a refused
+                # publish leaves no topic behind). Created meanwhile by someone else, it may have
+                # keys or another schema: then the publish is checked against it.
+                created = eng.topic_for_publish(name)
+                if created.keys != channel.keys or created.input_schema != channel.input_schema:
+                    events = self._validate(created, prototype, path, query, headers, body)
+                channel = created
         except auth.AuthError as exc:
-            eng.metrics.rejected.labels(topic_name, exc.code).inc()
+            eng.metrics.rejected.labels(eng.metrics.topic_label(name), exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.message) from None
         except schemas.SchemaError as exc:
-            eng.metrics.rejected.labels(topic_name, exc.code).inc()
+            eng.metrics.rejected.labels(eng.metrics.topic_label(name), exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
         except ApiError as exc:
-            eng.metrics.rejected.labels(topic_name, exc.code).inc()
+            eng.metrics.rejected.labels(eng.metrics.topic_label(name), exc.code).inc()
             raise
-        if eng.registry.topic(topic_name) is None:
-            topic = eng.topic_for_publish(topic_name)
-        if then is None:
-            eng.accept(topic, events)
+        self._note_version(query.get("api-version"))
+        event = events[0] if prototype else None
+        if soon:
+            eng.accept_soon(channel, events, lambda exc, routed: then(exc, routed, event, channel))
         else:
-            eng.accept_soon(topic, events, then)
+            then(None, eng.accept(channel, events), event, channel)
+
+    def _channel(self, name: str, domain: bool) -> Resource:
+        """What the publish goes to. An unknown topic is, until the publish proves valid, a
+        stand-in with id 0: anonymous, taking either schema."""
+        eng = self.engine
+        if domain:
+            found = eng.registry.get(DOMAIN, name)
+            if found is None:
+                raise ApiError(404, "NotFound", f"Domain '{name}' does not exist.")
+            return found
+        found = eng.registry.get(TOPIC, name)
+        if found is not None:
+            return found
+        if not eng.config.auto_create_topics:
+            raise ApiError(404, "NotFound", f"Topic '{name}' does not exist.")
+        return Resource(0, TOPIC, name, None, "", "", "", None, {"inputSchema": "Auto", "keys": []}, 0.0, 0.0)
+
+    def _validate(self, channel: Resource, prototype: bool, path: str, query: dict[str, str], headers: dict[str, str],
+                  body: Callable[[], bytes]) -> list[Event]:
+        auth.authenticate(headers, channel.keys, path, query=query)
+        if prototype:
+            return [prototype_event(body())]
+        return schemas.parse(body(), headers, channel.input_schema, channel.mapping, domain=channel.kind is DOMAIN)
+
+    def _note_version(self, version: str | None) -> None:
+        seen = self.engine.seen_api_versions
+        if version and version not in KNOWN_API_VERSIONS and version not in seen:
+            seen.add(version)
+            log.warning("accepting an api-version this emulator has not seen before", extra={"api_version": version})
+
+
+def prototype_event(raw: bytes) -> Event:
+    """The prototype's `{"eventType": "NewOrder", "data": {...}}` (optional `subject`, `id`,
+    `dataVersion`) as one Event Grid event."""
+    if len(raw) > schemas.MAX_REQUEST_BYTES:
+        raise ApiError(413, "RequestEntityTooLarge", f"The request body is larger than the limit of {schemas.MAX_REQUEST_BYTES} bytes.")
+    try:
+        payload = codec.loads(raw)
+    except codec.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}", "InvalidJson") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.", "InvalidRequestBody")
+    event_type = payload.get("eventType")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise bad_request("'eventType' is required and must be a non-empty string.", "InvalidEvent", "eventType")
+    subject = payload.get("subject", event_type)
+    if not isinstance(subject, str) or not subject:
+        raise bad_request("'subject' must be a non-empty string.", "InvalidEvent", "subject")
+    event_id = payload.get("id", str(uuid.uuid4()))
+    if not isinstance(event_id, str) or not event_id:
+        raise bad_request("'id' must be a non-empty string.", "InvalidEvent", "id")
+    return Event(
+        id=event_id,
+        type=event_type,
+        time=datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        subject=subject,
+        data=payload.get("data"),
+        data_version=str(payload.get("dataVersion", "1.0")),
+        input_schema=EVENTGRID_SCHEMA,
+    )
+
+
+def _prototype_answer(event: Event, channel: Resource, routed: int) -> Answer:
+    """The prototype's answer: 202 and how many subscriptions will get the event."""
+    body = orjson.dumps({"status": "accepted", "id": event.id, "topic": channel.name, "subscriptions": routed})
+    return "202 Accepted", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
 
 
 def _answer(exc: BaseException | None) -> Answer:
     """The answer to a publish that was stored (None) or failed with `exc`."""
     if exc is None:
-        return _OK
+        return _OK  # Azure answers an accepted publish with 200 and an empty body
     if not isinstance(exc, ApiError):
+        full = unavailable(exc)
+        if full is not None:  # the disk is full: nothing was stored, the publisher may try again
+            log.warning("publish refused: the store cannot take writes", extra={"error": str(exc)})
+            return _error(ApiError(503, "ServiceUnavailable", "The broker cannot store events right now (its disk is full "
+                                   "or failing); nothing of this request was stored. Retry later."),
+                          [("Retry-After", str(full.retry_after))])
         log.error("publish failed", exc_info=exc)
         exc = ApiError(500, "InternalServerError", "The broker hit an unexpected error; see its log.")
     return _error(exc)
@@ -142,7 +235,7 @@ def _query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw).items()}
 
 
-def _error(exc: ApiError, extra_headers: list | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+def _error(exc: ApiError, extra_headers: list | None = None) -> Answer:
     body = orjson.dumps(exc.to_body())
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(extra_headers or [])]
     return f"{exc.status} {_REASONS.get(exc.status, 'Error')}", headers, body

@@ -9,11 +9,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from .resources import DOMAIN, TOPIC
+
+UNKNOWN_TOPIC = "(unknown)"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
-    def __init__(self, store) -> None:
+    def __init__(self, engine) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.accepted = Counter(
             "eventgrid_events_accepted", "Events accepted and stored, per topic.", ["topic"], registry=self.registry
@@ -30,8 +33,17 @@ class Metrics:
             "eventgrid_delivery_latency_seconds", "Time from sending a delivery request to the subscriber's answer.",
             ["topic", "subscription"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self.registry.register(_StoreCollector(store))
+        self.registry.register(_StoreCollector(engine))
+        self.engine = engine
         self._children: dict = {}
+
+    def topic_label(self, name: str) -> str:
+        """The `topic` label of a refused publish: its name if it exists, else one shared value, so
+        that publishes to made-up names cannot add a series each."""
+        registry = self.engine.registry
+        if registry.get(TOPIC, name) is not None or registry.get(DOMAIN, name) is not None:
+            return name
+        return UNKNOWN_TOPIC
 
     def child(self, metric, *labels):
         """`metric.labels(*labels)`, kept: labels() takes a lock and builds its key on every call,
@@ -47,19 +59,24 @@ class Metrics:
 
 
 class _StoreCollector:
-    def __init__(self, store) -> None:
-        self.store = store
+    """Gauges read from the store at scrape time, one series per live event subscription."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
 
     def describe(self):
         return []
 
     def collect(self):
+        store, registry = self.engine.store, self.engine.registry
         pending = GaugeMetricFamily("eventgrid_deliveries_pending", "Deliveries waiting for an attempt (incl. in flight).", labels=["topic", "subscription"])
         dead = GaugeMetricFamily("eventgrid_dead_letters", "Dead-lettered deliveries kept in the store.", labels=["topic", "subscription"])
-        for (topic, sub), counts in self.store.delivery_counts().items():
-            pending.add_metric([topic, sub], counts.get("pending", 0) + counts.get("inflight", 0))
-            dead.add_metric([topic, sub], counts.get("deadlettered", 0))
+        counts = store.deliveries.counts()
+        for sub in registry.subscriptions():
+            found = counts.get(sub.id, {})
+            pending.add_metric([sub.scope.label, sub.name], found.get("pending", 0) + found.get("inflight", 0))
+            dead.add_metric([sub.scope.label, sub.name], found.get("deadlettered", 0))
         yield pending
         yield dead
-        yield GaugeMetricFamily("eventgrid_store_events", "Events held in the store.", value=self.store.event_count())
-        yield GaugeMetricFamily("eventgrid_store_size_bytes", "Size of the SQLite store on disk (db + WAL).", value=self.store.size_bytes())
+        yield GaugeMetricFamily("eventgrid_store_events", "Events held in the store.", value=store.deliveries.event_count())
+        yield GaugeMetricFamily("eventgrid_store_size_bytes", "Size of the SQLite store on disk (db + WAL).", value=store.size_bytes())

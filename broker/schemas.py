@@ -46,14 +46,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
 from broker import codec
-from broker.events import CLOUDEVENT_SCHEMA, EVENTGRID_SCHEMA, Event
+from broker.events import CLOUDEVENT_SCHEMA, CUSTOM_INPUT_SCHEMA, CUSTOM_SCHEMA, EVENTGRID_SCHEMA, Event
 
 AUTO_SCHEMA = "Auto"
 
@@ -72,8 +74,13 @@ SUPPORTED_DELIVERY = frozenset(
         (EVENTGRID_SCHEMA, EVENTGRID_SCHEMA),
         (EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA),
         (CLOUDEVENT_SCHEMA, CLOUDEVENT_SCHEMA),
+        (CUSTOM_INPUT_SCHEMA, CUSTOM_SCHEMA),
+        (CUSTOM_INPUT_SCHEMA, EVENTGRID_SCHEMA),
+        (CUSTOM_INPUT_SCHEMA, CLOUDEVENT_SCHEMA),
     }
 )
+# The delivery schema of a subscription that names none: the event's own (a custom one as published).
+DEFAULT_DELIVERY = {CUSTOM_INPUT_SCHEMA: CUSTOM_SCHEMA}
 
 # The names Azure uses for the schemas in its error messages.
 _AZURE_SCHEMA_NAME = {EVENTGRID_SCHEMA: "EventGridEvent", CLOUDEVENT_SCHEMA: "CloudEventV10"}
@@ -204,22 +211,34 @@ def _check_event_size(raw: Any, index: int, body_size: int) -> None:
 # Parsing
 
 
-def parse(body: bytes, headers: Mapping[str, str], input_schema: str) -> list[Event]:
+def parse(body: bytes, headers: Mapping[str, str], input_schema: str, mapping: InputMapping | None = None,
+          domain: bool = False) -> list[Event]:
     """Validate a publish request and return its events (all of them, or raise `SchemaError`).
 
     `input_schema` is the topic's schema: EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA or "Auto" (detect:
     a binary-mode ``ce-specversion`` header, a CloudEvents content type, or JSON objects carrying
-    "specversion" mean CloudEvents; anything else is read as EventGridSchema).
+    "specversion" mean CloudEvents; anything else is read as EventGridSchema) or CUSTOM_INPUT_SCHEMA
+    with its `mapping`. For a `domain`, every event must name its domain topic (Event.topic).
     """
+    events = _parse(body, headers, input_schema, mapping)
+    if domain:
+        for index, event in enumerate(events):
+            _domain_topic(event, index)
+    else:
+        for event in events:
+            event.topic = None  # (what a publisher sends there is overwritten with the topic's path)
+    return events
+
+
+def _parse(body: bytes, headers: Mapping[str, str], input_schema: str, mapping: InputMapping | None) -> list[Event]:
+    if input_schema == CUSTOM_INPUT_SCHEMA:
+        if mapping is None:
+            raise ValueError("a custom input schema needs its mapping")
+        _check_request_size(body)
+        return _custom_events(_load_nonempty(body), len(body), mapping)
     if input_schema not in (EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA, AUTO_SCHEMA):
         raise ValueError(f"unknown input schema {input_schema!r}")
-    if len(body) > MAX_REQUEST_BYTES:
-        raise _fail(
-            413,
-            f"The request body is {len(body)} bytes, which exceeds the maximum allowed size of "
-            f"{MAX_REQUEST_BYTES} bytes.",
-            "RequestTooLarge",
-        )
+    _check_request_size(body)
     lowered = _lower_headers(headers)
     media_type = _media_type(lowered.get("content-type"))
     structured = media_type in (CLOUDEVENTS_CONTENT_TYPE, CLOUDEVENTS_BATCH_CONTENT_TYPE)
@@ -264,6 +283,16 @@ def parse(body: bytes, headers: Mapping[str, str], input_schema: str) -> list[Ev
     # Azure reads an EventGridSchema topic's body whatever its Content-Type says: a CloudEvents
     # body sent there is refused for its properties ("Received unexpected property 'source'").
     return _eventgrid_events(payload, len(body))
+
+
+def _check_request_size(body: bytes) -> None:
+    if len(body) > MAX_REQUEST_BYTES:
+        raise _fail(
+            413,
+            f"The request body is {len(body)} bytes, which exceeds the maximum allowed size of "
+            f"{MAX_REQUEST_BYTES} bytes.",
+            "RequestTooLarge",
+        )
 
 
 def _load_nonempty(body: bytes) -> Any:
@@ -362,7 +391,8 @@ def _eventgrid_event(raw: Any, index: int) -> Event:
 
     # Deviation: Azure documents that an included `topic` "must match the Event Grid topic Azure
     # Resource Manager ID exactly". The topic's ARM path is not known here and the emulator is
-    # reached under many names, so any string is accepted and `render` stamps the real path.
+    # reached under many names, so any string is accepted and `render` stamps the real path. (To a
+    # domain, `topic` names the domain topic: `parse` checks it there.)
     topic = props.get("topic")
     if topic is not None and not isinstance(topic, str):
         raise bad("The 'topic' property must be a string.", "topic")
@@ -375,6 +405,7 @@ def _eventgrid_event(raw: Any, index: int) -> Event:
         data=props.get("data"),
         data_version=data_version,
         input_schema=EVENTGRID_SCHEMA,
+        topic=topic,
     )
 
 
@@ -520,8 +551,159 @@ def _binary_cloudevent(body: bytes, headers: dict[str, str], media_type: str) ->
     return _cloudevent(attributes, 0, where)
 
 
+# Custom input schema --------------------------------------------------------------------------------
+
+# Event Grid fields a mapping may fill: those taking only a source field, and those that may also
+# have a default value (Azure's JsonField and JsonFieldWithDefault).
+_MAPPED_FIELDS = ("id", "topic", "eventTime")
+_DEFAULTED_FIELDS = ("eventType", "subject", "dataVersion")
+
+
+@dataclass(frozen=True, slots=True)
+class InputMapping:
+    """A topic's `inputSchemaMapping` (type Json), validated: for each Event Grid field, the
+    publisher's field it comes from and the value used when the event has no such field."""
+
+    source: dict[str, str]  # Event Grid field -> the publisher's field
+    default: dict[str, str]  # Event Grid field -> default value
+
+    def to_spec(self) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        for name in (*_MAPPED_FIELDS, *_DEFAULTED_FIELDS):
+            entry = {}
+            if name in self.source:
+                entry["sourceField"] = self.source[name]
+            if name in self.default:
+                entry["defaultValue"] = self.default[name]
+            if entry:
+                props[name] = entry
+        return {"inputSchemaMappingType": "Json", "properties": props}
+
+
+def compile_mapping(spec: Any, target: str = "properties.inputSchemaMapping") -> InputMapping:
+    """Validate an ARM `inputSchemaMapping`; raise SchemaError(400) naming the bad field."""
+    def bad(message: str, where: str) -> SchemaError:
+        return _fail(400, message, "InvalidInputSchemaMapping", where)
+
+    if not isinstance(spec, dict):
+        raise bad("A topic with inputSchema CustomEventSchema needs an inputSchemaMapping object.", target)
+    kind = spec.get("inputSchemaMappingType")
+    if kind != "Json":
+        raise bad(f"inputSchemaMappingType must be 'Json'; found {kind!r}.", f"{target}.inputSchemaMappingType")
+    props = spec.get("properties", {})
+    if not isinstance(props, dict):
+        raise bad("'properties' of the input schema mapping must be an object.", f"{target}.properties")
+    source, default = {}, {}
+    known = {n.lower(): n for n in (*_MAPPED_FIELDS, *_DEFAULTED_FIELDS)}
+    for key, entry in props.items():
+        name = known.get(key.lower())
+        where = f"{target}.properties.{key}"
+        if name is None:
+            raise bad(f"'{key}' is not a field an input schema mapping can fill; it can fill {', '.join(known.values())}.", where)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise bad(f"The mapping of '{name}' must be an object.", where)
+        allowed = {"sourceField", "defaultValue"} if name in _DEFAULTED_FIELDS else {"sourceField"}
+        for field_name, value in entry.items():
+            if field_name not in allowed:
+                raise bad(f"The mapping of '{name}' takes only {' and '.join(sorted(allowed))}; found '{field_name}'.", f"{where}.{field_name}")
+            if value is not None and (not isinstance(value, str) or (field_name == "sourceField" and not value)):
+                raise bad(f"'{field_name}' of the mapping of '{name}' must be a non-empty string.", f"{where}.{field_name}")
+        if entry.get("sourceField"):
+            source[name] = entry["sourceField"]
+        if entry.get("defaultValue") is not None:
+            default[name] = entry["defaultValue"]
+    for name in ("eventType", "subject"):  # Azure: "at least one of these two properties should be provided"
+        if name not in source and name not in default:
+            raise bad(f"The input schema mapping must give '{name}' a sourceField or a defaultValue.", f"{target}.properties.{name}")
+    return InputMapping(source, default)
+
+
+def _custom_events(payload: Any, body_size: int, mapping: InputMapping) -> list[Event]:
+    if not isinstance(payload, list):
+        raise _fail(
+            400,
+            "Unexpected token when reading JSON. Expected: StartArray, actual: "
+            f"{'StartObject' if isinstance(payload, dict) else type(payload).__name__}. Events of a custom input schema "
+            "must be sent in a JSON array, even a single event.",
+            INVALID_JSON,
+            "body",
+        )
+    if not payload:
+        raise _fail(400, "The JSON received contains no events.", INVALID_JSON, "body")
+    events = []
+    for index, raw in enumerate(payload):
+        _check_event_size(raw, index, body_size)
+        events.append(_custom_event(raw, index, mapping))
+    return events
+
+
+def _custom_event(raw: Any, index: int, mapping: InputMapping) -> Event:
+    def bad(message: str, field: str | None = None) -> SchemaError:
+        return _fail(400, f"{message} {_describe(index, raw)}", INVALID_JSON, f"[{index}].{field}" if field else f"[{index}]")
+
+    if not isinstance(raw, dict):
+        raise bad("Each event of a custom input schema must be a JSON object.")
+
+    def value(name: str, default: str | None = None) -> str | None:
+        source = mapping.source.get(name)
+        found = raw.get(source) if source else None
+        if found is None:
+            return mapping.default.get(name, default)
+        if isinstance(found, bool) or not isinstance(found, (str, int, float)):
+            raise bad(f"The field '{source}', mapped to '{name}', must be a string; found {type(found).__name__}.", source)
+        return str(found)
+
+    event_type, subject = value("eventType"), value("subject")
+    for name, found in (("eventType", event_type), ("subject", subject)):
+        if not found:
+            source = mapping.source.get(name)
+            raise bad(f"The event has no '{source}' field, which is mapped to '{name}', and the mapping gives no default value.", source)
+    event_time = value("eventTime")
+    if event_time is None:
+        event_time = _now_iso()  # Azure stamps the time it received an event whose time is not mapped
+    elif not is_valid_time(event_time, require_offset=False):
+        field = mapping.source["eventTime"]
+        raise bad(f"The field '{field}', mapped to 'eventTime', holds '{event_time}', which is not a valid date-time.", field)
+    return Event(
+        id=value("id") or str(uuid.uuid4()),  # an unmapped id is generated, as Azure does
+        type=event_type,
+        time=event_time,
+        subject=subject,
+        data=raw,  # Azure's mapped event carries the published one as its data
+        data_version=value("dataVersion", ""),
+        input_schema=CUSTOM_INPUT_SCHEMA,
+        topic=value("topic"),
+    )
+
+
+# Domains ----------------------------------------------------------------------------------------
+
+_DOMAIN_TOPIC_NAME = re.compile(r"[A-Za-z0-9_.-]{3,50}", re.ASCII)
+
+
+def _domain_topic(event: Event, index: int) -> None:
+    """An event published to a domain names its domain topic: `topic` (Event Grid and custom
+    schemas) or `source` (CloudEvents)."""
+    field = "source" if event.input_schema == CLOUDEVENT_SCHEMA else "topic"
+    name = event.source if field == "source" else event.topic
+    if not name:
+        raise _fail(400, f"Events published to a domain must name their domain topic in '{field}'. (event index {index}, id "
+                    f"'{event.id}')", INVALID_JSON, f"[{index}].{field}")
+    if not _DOMAIN_TOPIC_NAME.fullmatch(name):
+        raise _fail(400, f"The domain topic '{name}' in '{field}' is not a valid domain topic name: 3-50 characters of letters, "
+                    f"digits, hyphens, underscores and periods. (event index {index}, id '{event.id}')", INVALID_JSON, f"[{index}].{field}")
+    event.topic = name
+
+
 # --------------------------------------------------------------------------------------------------
 # Rendering
+
+
+def filter_schema(input_schema: str) -> str:
+    """The schema filters see an event in: its own, or the Event Grid fields a custom one maps to."""
+    return EVENTGRID_SCHEMA if input_schema == CUSTOM_INPUT_SCHEMA else input_schema
 
 
 def delivery_supported(input_schema: str, delivery_schema: str) -> bool:
@@ -541,8 +723,12 @@ def render(event: Event, schema: str, topic_path: str) -> dict[str, Any]:
     dataschema "#v" -> dataVersion "v", data_base64 delivered as the base64 string; source and
     extension attributes are dropped.
     """
+    if schema == CUSTOM_SCHEMA:
+        if event.input_schema != CUSTOM_INPUT_SCHEMA:
+            raise ValueError("only events of a custom input schema can be delivered in CustomInputSchema")
+        return event.data
     if schema == EVENTGRID_SCHEMA:
-        if event.input_schema == EVENTGRID_SCHEMA:
+        if event.input_schema != CLOUDEVENT_SCHEMA:
             data = event.data
             data_version = event.data_version or ""
         else:
@@ -563,7 +749,7 @@ def render(event: Event, schema: str, topic_path: str) -> dict[str, Any]:
 
     if schema == CLOUDEVENT_SCHEMA:
         out: dict[str, Any] = {"specversion": "1.0", "id": event.id}
-        if event.input_schema == EVENTGRID_SCHEMA:
+        if event.input_schema != CLOUDEVENT_SCHEMA:
             out["source"] = topic_path
             out["type"] = event.type
             if event.subject:
@@ -596,7 +782,7 @@ def content_type(schema: str, batch: bool) -> str:
     an array) and "application/cloudevents+json; charset=utf-8" for a CloudEvent; a batch of
     CloudEvents uses the CloudEvents JSON batch format.
     """
-    if schema == EVENTGRID_SCHEMA:
+    if schema in (EVENTGRID_SCHEMA, CUSTOM_SCHEMA):
         return "application/json; charset=utf-8"
     if schema == CLOUDEVENT_SCHEMA:
         return f"{CLOUDEVENTS_BATCH_CONTENT_TYPE if batch else CLOUDEVENTS_CONTENT_TYPE}; charset=utf-8"

@@ -16,17 +16,17 @@ A subscription body looks like Azure's (only WebHook destinations are emulated):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ApiError, bad_request
-from .events import EVENTGRID_SCHEMA, SCHEMAS
+from .events import CUSTOM_INPUT_SCHEMA, CUSTOM_SCHEMA, EVENTGRID_SCHEMA, SCHEMAS
 from .filters import EventFilter, FilterError, compile_filter
+from .resources import SUBSCRIPTION, Resource, check_name
 from .retry import MAX_ATTEMPTS_RANGE, TTL_MINUTES_RANGE, RetryPolicy
+from .schemas import DEFAULT_DELIVERY
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9-]{3,64}$")  # Azure: 3-64 letters, digits and hyphens
 MAX_EVENTS_PER_BATCH = (1, 5000)
 PREFERRED_BATCH_KB = (1, 1024)
 MAX_DELIVERY_ATTRIBUTES = 10
@@ -44,9 +44,9 @@ class DeliveryAttribute:
     source_field: str | None = None  # dotted path into the event, e.g. "data.orderId"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Subscription:
-    topic: str
+    scope: Resource  # the topic, domain, domain topic or namespace topic it belongs to
     name: str
     endpoint: str
     delivery_schema: str | None  # None: same as the event's input schema
@@ -61,16 +61,12 @@ class Subscription:
     state: str = STATE_AWAITING
     state_detail: str | None = None
     validation_code: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    # (topic, name) in lower case, as lanes and the registry know it: computed once, not per
-    # delivery (8 times per event with 2 subscribers). Names change only in case (see put_subscription).
-    key: tuple[str, str] = field(init=False, repr=False, compare=False)
+    id: int = 0  # its resource id, once saved (deliveries refer to it)
+    created_at: float = 0.0
+    deleted: bool = False  # set before its deletion is written: no publish routes to it from then on
     # The headers of its requests that carry nothing from the event, by what they depend on (see
     # Dispatcher._headers): a PUT makes a new Subscription, and with it a new cache.
     headers_kept: dict = field(init=False, repr=False, compare=False, default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.key = (self.topic.lower(), self.name.lower())
 
     @property
     def active(self) -> bool:
@@ -78,33 +74,52 @@ class Subscription:
 
     @property
     def routable(self) -> bool:
-        """Events are queued for a subscription still waiting for its handshake, not for a failed one."""
-        return self.state != STATE_FAILED
+        """Events are queued for a subscription still waiting for its handshake, not for a failed
+        or deleted one."""
+        return self.state != STATE_FAILED and not self.deleted
+
+    @property
+    def label(self) -> str:
+        """`topic/subscription` (`domain/topic/subscription` under a domain topic), for logs and metrics."""
+        return f"{self.scope.label}/{self.name}"
 
     def schema_for(self, input_schema: str) -> str:
-        return self.delivery_schema or input_schema
+        """The schema it delivers an event of `input_schema` in."""
+        return self.delivery_schema or DEFAULT_DELIVERY.get(input_schema, input_schema)
 
-    def to_resource(self, topic_path: str, input_schema: str) -> dict[str, Any]:
+    @property
+    def path(self) -> str:
+        """Its ARM id: an extension resource of its scope, or a child of a namespace topic."""
+        if self.scope.kind.name == "namespacetopic":
+            return f"{self.scope.path}/eventSubscriptions/{self.name}"
+        return f"{self.scope.path}/providers/Microsoft.EventGrid/eventSubscriptions/{self.name}"
+
+    @property
+    def short_path(self) -> str:
+        """Its path on the emulator's short routes (`/topics/t/eventSubscriptions/s`)."""
+        return f"{self.scope.short_path}/eventSubscriptions/{self.name}"
+
+    def to_resource(self) -> dict[str, Any]:
         """The ARM resource Azure returns for GET/PUT, with the emulator's state and the delivery
         schema actually used (the topic's input schema when none was given; Event Grid for Auto)."""
+        input_schema = self.scope.input_schema
         props = dict(self.spec)
-        props.setdefault("eventDeliverySchema", input_schema if input_schema in SCHEMAS else EVENTGRID_SCHEMA)
-        props["topic"] = topic_path
+        props.setdefault("eventDeliverySchema", DEFAULT_DELIVERY.get(input_schema, input_schema if input_schema in SCHEMAS else EVENTGRID_SCHEMA))
+        props["topic"] = self.scope.path
         props["provisioningState"] = self.state
         if self.state_detail:
             props["provisioningStateDetail"] = self.state_detail
         return {
-            "id": f"{topic_path}/providers/Microsoft.EventGrid/eventSubscriptions/{self.name}",
+            "id": self.path,
             "name": self.name,
             "type": "Microsoft.EventGrid/eventSubscriptions",
             "properties": props,
         }
 
 
-def parse(topic: str, name: str, body: Any) -> Subscription:
+def parse(scope: Resource, name: str, body: Any) -> Subscription:
     """Validate an ARM-shaped body (or its `properties`); raise ApiError(400) naming the bad field."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise bad_request(f"Subscription name '{name}' must be 3-64 characters of letters, digits and hyphens.", "InvalidName", "name")
+    check_name(SUBSCRIPTION, name)
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", "InvalidRequestBody")
     props = body.get("properties", body)
@@ -119,8 +134,9 @@ def parse(topic: str, name: str, body: Any) -> Subscription:
     endpoint = validate_endpoint(dest.get("endpointUrl"), "properties.destination.properties.endpointUrl")
 
     schema = props.get("eventDeliverySchema")
-    if schema is not None and schema not in SCHEMAS:
-        raise bad_request(f"eventDeliverySchema must be one of {', '.join(SCHEMAS)}.", "InvalidDeliverySchema", "properties.eventDeliverySchema")
+    allowed = (*SCHEMAS, CUSTOM_SCHEMA) if scope.input_schema == CUSTOM_INPUT_SCHEMA else SCHEMAS
+    if schema is not None and schema not in allowed:
+        raise bad_request(f"eventDeliverySchema must be one of {', '.join(allowed)}.", "InvalidDeliverySchema", "properties.eventDeliverySchema")
 
     batch = _int(dest.get("maxEventsPerBatch", 1), MAX_EVENTS_PER_BATCH, "properties.destination.properties.maxEventsPerBatch")
     batch_kb = _int(dest.get("preferredBatchSizeInKilobytes", 64), PREFERRED_BATCH_KB, "properties.destination.properties.preferredBatchSizeInKilobytes")
@@ -155,7 +171,7 @@ def parse(topic: str, name: str, body: Any) -> Subscription:
     if "labels" in props:
         spec["labels"] = props["labels"]
     return Subscription(
-        topic=topic,
+        scope=scope,
         name=name,
         endpoint=endpoint,
         delivery_schema=schema,

@@ -42,7 +42,9 @@ class Validator:
         self._thread: threading.Thread | None = None
 
     def validation_url(self, sub: Subscription) -> str:
-        query = urlencode({"topic": sub.topic, "subscription": sub.name, "code": sub.validation_code})
+        # The code finds the subscription (it is random and unique): the URL works before the
+        # subscription is saved, as it is during the handshake of its PUT.
+        query = urlencode({"subscription": sub.name, "code": sub.validation_code})
         return f"{self.config.base_url}/validate?{query}"
 
     def handshake(self, sub: Subscription) -> tuple[str, str | None]:
@@ -56,8 +58,7 @@ class Validator:
         if not sub.validation_code:
             sub.validation_code = secrets.token_hex(16).upper()
         timeout = self.config.validation_timeout
-        topic = self.registry.topic(sub.topic)
-        if sub.schema_for(topic.input_schema if topic else "EventGridSchema") == CLOUDEVENT_SCHEMA:
+        if sub.schema_for(sub.scope.input_schema) == CLOUDEVENT_SCHEMA:
             resp = self.client.request("OPTIONS", sub.endpoint, None, {"WebHook-Request-Origin": REQUEST_ORIGIN, "WebHook-Request-Rate": "120"}, timeout)
             if resp.status is None:
                 return STATE_AWAITING, f"Webhook validation handshake failed for {sub.endpoint}: {resp.error}"
@@ -71,7 +72,7 @@ class Validator:
 
         event = {
             "id": str(uuid.uuid4()),
-            "topic": self.config.topic_path(sub.topic),
+            "topic": sub.scope.path,
             "subject": "",
             "data": {"validationCode": sub.validation_code, "validationUrl": self.validation_url(sub)},
             "eventType": VALIDATION_EVENT_TYPE,
@@ -103,11 +104,14 @@ class Validator:
             return STATE_FAILED, f"Webhook validation handshake failed for {sub.endpoint}: validationResponse '{echoed}' does not match the validationCode."
         return STATE_SUCCEEDED, None
 
-    def confirm(self, topic: str, name: str, code: str) -> bool:
+    def confirm(self, name: str, code: str) -> bool:
         """A GET on the validationUrl (manual validation)."""
-        sub = self.registry.subscription(topic, name)
-        if sub is None or not sub.validation_code or sub.validation_code.upper() != (code or "").upper():
+        code = (code or "").upper()
+        found = [s for s in self.registry.subscriptions() if code and (s.validation_code or "").upper() == code
+                 and s.name.lower() == (name or "").lower()]
+        if not found:
             return False
+        sub = found[0]
         self.registry.set_state(sub, STATE_SUCCEEDED)
         return True
 
@@ -135,7 +139,7 @@ class Validator:
                 state, detail = self.handshake(sub)
                 if state != sub.state or detail != sub.state_detail:
                     self.registry.set_state(sub, state, detail)
-                    log.info("subscription validation", extra={"topic": sub.topic, "subscription": sub.name, "state": state, "detail": detail})
+                    log.info("subscription validation", extra={"topic": sub.scope.label, "subscription": sub.name, "state": state, "detail": detail})
                 if state == STATE_SUCCEEDED:
                     self._on_validated()
             delay = min(delay * 2, RETRY_MAX_SECONDS) if waiting else 0.25

@@ -424,17 +424,33 @@
         countBox("dead-lettered", s.counts.deadlettered, "bad")));
   }
 
-  function topicCard(t) {
-    const schema = { EventGridSchema: "Event Grid schema", CloudEventSchemaV1_0: "CloudEvents 1.0", Auto: "any schema" }[t.inputSchema] || t.inputSchema;
-    return el("article", { class: "topic", dataset: { topic: t.name } },
-      el("div", { class: "topic-head" },
-        el("h3", null, t.name),
-        el("span", { class: "tag" }, schema),
-        el("span", { class: "tag" }, t.anonymous ? "anonymous" : "key required"),
-        el("span", { class: "topic-meta" }, `${t.events} event${t.events === 1 ? "" : "s"} stored`)),
-      t.subscriptions.length
-        ? el("ul", { class: "subs" }, t.subscriptions.map(subscriptionItem))
-        : el("p", { class: "no-subs" }, "No subscriptions: events are stored but not delivered."));
+  const SCHEMAS = { EventGridSchema: "Event Grid schema", CloudEventSchemaV1_0: "CloudEvents 1.0", CustomEventSchema: "custom schema", Auto: "any schema" };
+
+  function subscriptionList(subs, empty) {
+    return subs.length ? el("ul", { class: "subs" }, subs.map(subscriptionItem)) : el("p", { class: "no-subs" }, empty);
+  }
+
+  // A topic, domain or namespace card; `kind` names it ("topic", "domain", "namespace"), and the
+  // topics of a domain or namespace are nested cards.
+  function topicCard(t, kind = "topic") {
+    const head = [el("h3", null, t.name)];
+    if (kind !== "topic") head.unshift(el("span", { class: "tag kind" }, kind));
+    if (t.inputSchema) head.push(el("span", { class: "tag" }, SCHEMAS[t.inputSchema] || t.inputSchema));
+    if (t.anonymous !== undefined) head.push(el("span", { class: "tag" }, t.anonymous ? "anonymous" : "key required"));
+    if (t.events !== undefined) head.push(el("span", { class: "topic-meta" }, `${t.events} event${t.events === 1 ? "" : "s"} stored`));
+    const children = t.topics || [];
+    const emptyText = kind === "domain" ? "No domain-wide subscriptions." : kind === "namespace" ? "" : "No subscriptions: events are stored but not delivered.";
+    return el("article", { class: `topic ${kind}`, dataset: { topic: t.name, kind } },
+      el("div", { class: "topic-head" }, ...head),
+      kind === "namespace" && !t.subscriptions.length ? null : subscriptionList(t.subscriptions, emptyText),
+      children.length ? el("div", { class: "child-topics" }, children.map((c) => topicCard(c, kind === "domain" ? "domain topic" : "namespace topic"))) : null);
+  }
+
+  function allSubscriptions(data) {
+    const out = [];
+    const walk = (t) => { out.push(...t.subscriptions); (t.topics || []).forEach(walk); };
+    [...data.topics, ...(data.domains || []), ...(data.namespaces || [])].forEach(walk);
+    return out;
   }
 
   async function refreshTopics() {
@@ -442,25 +458,28 @@
     state.topics = data.topics;
     const names = $("topic-names");
     names.replaceChildren(...data.topics.map((t) => el("option", { value: t.name })));
-    let subs = 0;
+    const subs = allSubscriptions(data);
     let pending = 0;
-    for (const t of data.topics) {
-      subs += t.subscriptions.length;
-      for (const s of t.subscriptions) pending += s.counts.pending;
-    }
-    $("total-topics").textContent = String(data.topics.length);
-    $("total-subs").textContent = String(subs);
+    for (const s of subs) pending += s.counts.pending;
+    $("total-topics").textContent = String(data.topics.length + (data.domains || []).length + (data.namespaces || []).length);
+    $("total-subs").textContent = String(subs.length);
     $("total-pending").textContent = String(pending);
-    const snapshot = JSON.stringify(data.topics);
+    const snapshot = JSON.stringify(data);
     if (snapshot === state.renderedTopics) return; // unchanged: keep the DOM (and scroll) as it is
     state.renderedTopics = snapshot;
-    $("topics").replaceChildren(...(data.topics.length ? data.topics.map(topicCard) : [el("p", { class: "empty" }, "No topics yet.")]));
+    const cards = [
+      ...data.topics.map((t) => topicCard(t)),
+      ...(data.domains || []).map((d) => topicCard(d, "domain")),
+      ...(data.namespaces || []).map((n) => topicCard(n, "namespace")),
+    ];
+    $("topics").replaceChildren(...(cards.length ? cards : [el("p", { class: "empty" }, "No topics yet.")]));
   }
 
   // -- dead letters ---------------------------------------------------------------------------
 
-  function deadLetterUrl(topic, subscription) {
-    return `/topics/${encodeURIComponent(topic)}/eventSubscriptions/${encodeURIComponent(subscription)}/deadLetters`;
+  // The subscription's own path (`url`, from the server): a topic's, a domain's or a domain topic's.
+  function deadLetterUrl(dl) {
+    return `${dl.url}/deadLetters`;
   }
 
   // Show the redelivered deliveries as pending at once; their attempts arrive on the stream.
@@ -496,8 +515,8 @@
 
   function deadGroup(key, items) {
     const { topic, subscription } = items[0];
-    const base = deadLetterUrl(topic, subscription);
-    const all = el("button", { type: "button", class: "button small" }, `Redeliver all (${items.length})`);
+    const base = deadLetterUrl(items[0]);
+    const all = el("button", { type: "button", class: "button small", disabled: !items[0].url }, `Redeliver all (${items.length})`);
     all.addEventListener("click", () => redeliver(all, `${base}/redeliver`, subscription, items.map((i) => i.deliveryId)));
     return el("div", { class: "dead-group", dataset: { key } },
       el("div", { class: "dead-head" }, el("h3", null, `${topic} / ${subscription}`), all),

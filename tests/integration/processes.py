@@ -550,7 +550,7 @@ class Broker:
             db.close()
 
     def statuses(self, topic: str, name: str) -> Counter[str]:
-        rows = self.query("SELECT status, COUNT(*) AS n FROM deliveries WHERE topic=? AND subscription=? GROUP BY status",
+        rows = self.query("SELECT status, COUNT(*) AS n FROM named_deliveries WHERE topic_name=? AND subscription_name=? GROUP BY status",
                           (topic, name))
         return Counter({r["status"]: r["n"] for r in rows})
 

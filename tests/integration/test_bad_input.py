@@ -166,7 +166,7 @@ def state(broker: Broker) -> dict:
         "events": broker.query("SELECT COUNT(*) AS n FROM events")[0]["n"],
         "deliveries": broker.query("SELECT COUNT(*) AS n FROM deliveries")[0]["n"],
         "topics": sorted(t["name"] for t in broker.request("GET", "/topics").json()["value"]),
-        "subscriptions": broker.query("SELECT topic, name, spec, state FROM subscriptions ORDER BY topic, name"),
+        "subscriptions": broker.query("SELECT parent, name, properties, state FROM resources WHERE kind='subscription' AND deleted_at IS NULL ORDER BY parent, name"),
     }
 
 
@@ -200,7 +200,7 @@ def test_a_subscription_whose_endpoint_refuses_the_handshake_is_refused_with_the
     assert got["properties"]["provisioningState"] == "Failed"  # as Azure keeps it, until deleted
     published = broker.request("POST", "/publish", json={"eventType": "Anything"})
     assert published.status_code == 202
-    assert broker.query("SELECT COUNT(*) AS n FROM deliveries WHERE subscription='unreachable'") == [{"n": 0}], (
+    assert broker.query("SELECT COUNT(*) AS n FROM named_deliveries WHERE subscription_name='unreachable'") == [{"n": 0}], (
         "a subscription that failed its handshake was routed an event")
 
 
@@ -211,7 +211,7 @@ def test_events_accepted_before_the_bad_requests_are_delivered_exactly_once(setu
     hook.respond(always(200))  # the subscriber recovers after the barrage:
     hook.release()  # the requests it held are dropped unanswered, and retried
     hook.wait_for_ids(setup.before + after, 20)
-    total = broker.query("SELECT COUNT(*) AS n FROM deliveries WHERE subscription='sink'")[0]["n"]
+    total = broker.query("SELECT COUNT(*) AS n FROM named_deliveries WHERE subscription_name='sink'")[0]["n"]
     assert broker.wait_settled("default", "sink", total) == {"delivered": total}
     delivered = hook.ids()
     assert sorted(set(delivered)) == sorted(delivered), "an event was delivered twice"

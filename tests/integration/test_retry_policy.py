@@ -116,7 +116,7 @@ def test_an_event_past_its_time_to_live_is_dead_lettered_as_expired(broker, webh
     assert record["deadLetterReason"] == "TimeToLiveExceeded"
     assert 1 <= record["deliveryAttempts"] < 30
     assert record["lastHttpStatusCode"] == 500
-    [row] = broker.query("SELECT created_at, expires_at, done_at FROM deliveries WHERE subscription='expiring'")
+    [row] = broker.query("SELECT created_at, expires_at, done_at FROM named_deliveries WHERE subscription_name='expiring'")
     ttl = 60 * SCALE
     assert row["expires_at"] - row["created_at"] == pytest.approx(ttl, abs=1e-6)
     assert row["done_at"] >= row["created_at"] + ttl, "dead-lettered before the time-to-live ran out"
@@ -134,7 +134,7 @@ def test_without_a_dead_letter_destination_a_failed_event_is_dropped(broker, web
     [event_id] = broker.publish_ok([event()], topic=topic)
 
     assert broker.wait_settled(topic, "no-dead-letter", 1) == {"dropped": 1}
-    [row] = broker.query("SELECT attempts, dead_letter_reason FROM deliveries WHERE topic=?", (topic,))
+    [row] = broker.query("SELECT attempts, dead_letter_reason FROM named_deliveries WHERE topic_name=?", (topic,))
     assert row == {"attempts": attempts, "dead_letter_reason": reason}
     assert broker.dead_letters(topic, "no-dead-letter") == {"value": [], "count": 0}
     assert len(hook.deliveries()) == attempts

@@ -24,7 +24,7 @@ def test_orders_published_while_smtp_is_down_are_mailed_exactly_once_when_it_ret
     by_event = {e["id"]: e["data"]["orderId"] for e in sent}
 
     def failed_twice() -> bool:
-        rows = broker.query("SELECT d.attempts, d.last_status FROM deliveries d WHERE d.subscription='email-service'")
+        rows = broker.query("SELECT d.attempts, d.last_status FROM named_deliveries d WHERE d.subscription_name='email-service'")
         return len(rows) == ORDERS and all(r["attempts"] >= 2 and r["last_status"] == 503 for r in rows)
 
     wait_until(failed_twice, 15, "every order to have been refused with 503 twice")
@@ -38,7 +38,7 @@ def test_orders_published_while_smtp_is_down_are_mailed_exactly_once_when_it_ret
             smtp.wait_for_count(ORDERS, 20)
         except AssertionError as exc:  # say where each delivery stands in the broker
             rows = broker.query("SELECT id, status, attempts, last_status, next_attempt_at - strftime('%s','now') AS due_in "
-                                "FROM deliveries WHERE subscription='email-service'")
+                                "FROM named_deliveries WHERE subscription_name='email-service'")
             raise AssertionError(f"{exc}\n" + "\n".join(map(str, rows))) from None
         assert broker.wait_settled("default", "email-service", ORDERS) == {"delivered": ORDERS}
         got = smtp.snapshot()  # anything sent twice would have arrived before the deliveries settled

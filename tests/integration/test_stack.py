@@ -53,8 +53,8 @@ def assert_processed_once(stack, order_id: str, event_id: str) -> None:
     # Only once both deliveries are settled can "exactly one" be checked: a redelivery would come before.
     for name in ("order-processor", "email-service"):
         rows = wait_until(lambda name=name: [r for r in stack.api.query(
-            "SELECT d.status, d.attempts FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-            "WHERE e.event_id=? AND d.subscription=? AND d.status='delivered'", (event_id, name))],
+            "SELECT d.status, d.attempts FROM named_deliveries d JOIN events e ON e.seq = d.event_seq "
+            "WHERE e.event_id=? AND d.subscription_name=? AND d.status='delivered'", (event_id, name))],
             15, f"{name}'s delivery of {event_id} to be recorded as delivered")
         assert rows == [{"status": "delivered", "attempts": 1}]
     [mail] = mails_for(stack, order_id)

@@ -26,7 +26,7 @@ def test_prototype_subscribe_registers_a_filtered_subscription(client, engine):
     assert again.status_code == 200 and again.json["subscription"] == resp.json["subscription"]
     client.post("/publish", json={"eventType": "NewOrder", "data": {}})
     client.post("/publish", json={"eventType": "Other", "data": {}})
-    assert engine.store.status_totals() == {"pending": 1}
+    assert engine.store.deliveries.status_totals() == {"pending": 1}
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_prototype_api_rejects_bad_input_with_event_grid_error(client, engine, p
     assert resp.status_code == 400
     assert resp.json["error"]["code"] == code and resp.json["error"]["message"]
     assert engine.store.read("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
-    assert engine.registry.subscriptions() == []
+    assert engine.registry.subscriptions() == ()
 
 
 def test_batch_with_one_bad_event_stores_nothing(client, engine):
@@ -56,7 +56,7 @@ def test_batch_with_one_bad_event_stores_nothing(client, engine):
     bad = dict(good, id="2", eventTime="yesterday")
     resp = client.post("/api/events", json=[good, bad])
     assert resp.status_code == 400 and "[1]" in str(resp.json["error"])
-    assert engine.store.event_count() == 0
+    assert engine.store.deliveries.event_count() == 0
 
 
 def test_topic_with_keys_refuses_anonymous_and_accepts_its_key(client):
@@ -119,10 +119,14 @@ def test_invalid_subscription_is_400_naming_the_field_and_not_created(client, en
     assert engine.registry.subscription("default", "bad-sub") is None
 
 
-def test_missing_resources_are_404_in_azure_shape(client):
-    for path in ("/topics/nope", "/topics/default/eventSubscriptions/nope", "/no/such/path"):
-        resp = client.get(path)
-        assert resp.status_code == 404 and resp.json["error"]["code"] == "NotFound"
+@pytest.mark.parametrize("path, code", [
+    ("/topics/nope", "ResourceNotFound"),  # as Azure Resource Manager answers
+    ("/topics/default/eventSubscriptions/nope", "ResourceNotFound"),
+    ("/no/such/path", "NotFound"),
+])
+def test_missing_resources_are_404_in_azure_shape(client, path, code):
+    resp = client.get(path)
+    assert resp.status_code == 404 and resp.json["error"]["code"] == code
 
 
 def test_health_and_readiness(client, engine):
@@ -130,3 +134,15 @@ def test_health_and_readiness(client, engine):
     assert client.get("/readyz").status_code == 503  # dispatcher not started in unit tests
     engine.start()
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_topics_path_is_its_arm_id_under_the_configured_subscription_and_resource_group(tmp_path):
+    from broker import create_app
+    from broker.config import Config
+
+    app = create_app(Config.from_env({"BROKER_AZURE_SUBSCRIPTION_ID": "sub-9", "BROKER_RESOURCE_GROUP": "rg-9"}, data_dir=tmp_path), start=False)
+    try:
+        assert app.extensions["broker"].registry.topic("default").path == (
+            "/subscriptions/sub-9/resourceGroups/rg-9/providers/Microsoft.EventGrid/topics/default")
+    finally:
+        app.extensions["broker"].stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from broker.checkpointer import Checkpointer
 from broker.store import Store
+from broker.store.checkpointer import Checkpointer
 from tests.waiting import wait_until
 
 
@@ -18,7 +18,7 @@ def wal_bytes(store: Store) -> int:
 def test_commits_never_checkpoint_themselves(tmp_path):
     store = Store(tmp_path / "b.db")
     try:
-        assert store._db().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert store.commits.db().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     finally:
         store.close()
 
@@ -29,10 +29,10 @@ def test_the_checkpointer_copies_the_log_into_the_database_in_the_background(tmp
     try:
         body = b"x" * 2000
         for i in range(200):
-            store.append("default", [(f"id{i}", "T", "s", body)], [[]], 1.0)
-        probe = store._db()
+            store.deliveries.append(1, [(f"id{i}", "T", "s", body)], [[]], 1.0)
+        probe = store.commits.db()
         assert os.path.getsize(store.path) < 100 * 1024 and wal_bytes(store) > 200 * len(body)
-        store.checkpointer = Checkpointer(store.path, store.sync, store._write_lock, interval=0.02)
+        store.commits.checkpointer = Checkpointer(store.path, store.commits.sync, store.commits._write_lock, interval=0.02)
         store.checkpointer.start()
 
         def fully_copied():
@@ -50,13 +50,13 @@ def test_the_log_is_started_over_under_steady_writes(tmp_path):
     """Writes that never pause would grow the log for ever with PASSIVE checkpoints alone."""
     store = Store(tmp_path / "b.db")
     store.checkpointer.stop()
-    store.checkpointer = Checkpointer(store.path, store.sync, store._write_lock, interval=0.01, reset_bytes=256 << 10)
+    store.commits.checkpointer = Checkpointer(store.path, store.commits.sync, store.commits._write_lock, interval=0.01, reset_bytes=256 << 10)
     store.checkpointer.start()
     body = b"y" * 3000
     written, deadline = 0, time.monotonic() + 60
     try:
         while (store.checkpointer.resets < 3 or written < 40_000) and time.monotonic() < deadline:
-            store.append("default", [(f"e{written}", "T", "s", body)], [[]], 1.0)
+            store.deliveries.append(1, [(f"e{written}", "T", "s", body)], [[]], 1.0)
             written += 1
         assert store.checkpointer.resets >= 3
         # Never started over, the log would hold every event's bytes, 120 MB (and index pages on top).
@@ -65,7 +65,7 @@ def test_the_log_is_started_over_under_steady_writes(tmp_path):
         # (the bound stays a third of the bytes written; at 10,000 writes that third was 10 MB and
         # such a round failed the test).
         assert wal_bytes(store) < written * len(body) / 3, f"{written} writes left a {wal_bytes(store)} byte log"
-        assert store.event_count() == written
+        assert store.deliveries.event_count() == written
     finally:
         store.close()
 
@@ -78,19 +78,19 @@ def test_writers_leave_the_lock_to_a_checkpointer_waiting_for_it(tmp_path, monke
 
     store = Store(tmp_path / "b.db")
     ran_on = []
-    run_group = store._run_group
-    monkeypatch.setattr(store, "_run_group", lambda db, jobs: ran_on.append(threading.current_thread().name) or run_group(db, jobs))
+    run_group = store.commits._run_group
+    monkeypatch.setattr(store.commits, "_run_group", lambda db, jobs: ran_on.append(threading.current_thread().name) or run_group(db, jobs))
     try:
-        store.append("default", [("e1", "T", "s", b"{}")], [[]], 1.0)
+        store.deliveries.append(1, [("e1", "T", "s", b"{}")], [[]], 1.0)
         store.checkpointer.waiting = True  # as the checkpointer does before it blocks on the lock
-        writer = threading.Thread(target=store.append, args=("default", [("e2", "T", "s", b"{}")], [[]], 1.0))
+        writer = threading.Thread(target=store.deliveries.append, args=(1, [("e2", "T", "s", b"{}")], [[]], 1.0))
         writer.start()
         writer.join(0.3)
-        assert writer.is_alive() and store.event_count() == 1  # e2 waits for the round
-        with store._write_lock:  # the checkpointer's round
+        assert writer.is_alive() and store.deliveries.event_count() == 1  # e2 waits for the round
+        with store.commits._write_lock:  # the checkpointer's round
             store.checkpointer.waiting = False
         writer.join(5)
-        assert not writer.is_alive() and store.event_count() == 2
+        assert not writer.is_alive() and store.deliveries.event_count() == 2
         assert ran_on == [threading.current_thread().name, "store-writer"]
     finally:
         store.checkpointer.waiting = False

@@ -27,12 +27,6 @@ def test_every_field_has_an_environment_variable():
     assert {name for name, _d, _doc in ENV.values()} == set(Config.__dataclass_fields__)
 
 
-def test_topic_path_is_an_arm_resource_path():
-    assert Config.from_env({}).topic_path("orders") == (
-        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/eventgrid-emulator"
-        "/providers/Microsoft.EventGrid/topics/orders")
-
-
 @pytest.mark.parametrize(("setting", "allowed", "chosen"), [
     ("auto", {0, 1}, 1), ("auto", {2, 5, 7}, 7), ("auto", {3}, None), ("all", {0, 1}, None), ("0", {0, 1}, 0)])
 def test_the_broker_keeps_its_threads_on_one_cpu_unless_told_otherwise(setting, allowed, chosen):

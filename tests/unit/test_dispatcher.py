@@ -71,7 +71,7 @@ def publish(client, n=1, event_type="NewOrder", start=0):
 
 
 def statuses(engine):
-    return engine.store.status_totals()
+    return engine.store.deliveries.status_totals()
 
 
 def test_delivery_is_one_event_array_with_event_grid_headers(engine, client, fake):
@@ -83,7 +83,7 @@ def test_delivery_is_one_event_array_with_event_grid_headers(engine, client, fak
     assert isinstance(req["body"], list) and len(req["body"]) == 1
     event = req["body"][0]
     assert event["id"] == "e0" and event["eventType"] == "NewOrder"
-    assert event["topic"] == engine.config.topic_path("default")
+    assert event["topic"] == engine.registry.topic("default").path
     h = req["headers"]
     assert (h["aeg-event-type"], h["aeg-subscription-name"], h["aeg-delivery-count"], h["aeg-metadata-version"], h["aeg-data-version"]) == (
         "Notification", "ORDERS-SUB", "0", "1", "1.0")
@@ -177,7 +177,7 @@ def test_a_retry_batched_with_a_fresh_event_records_each_ones_own_attempt(engine
     assert [[e["id"] for e in r["body"]] for r in fake.requests] == [["e0"], ["e0", "e1"]]
     rows = engine.store.read("SELECT id, status, attempts FROM deliveries ORDER BY id")
     assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 2), ("delivered", 1)]
-    attempts = engine.store.attempts_for([r["id"] for r in rows])
+    attempts = engine.store.deliveries.attempts_for([r["id"] for r in rows])
     assert sorted((a["delivery_id"], a["attempt"], a["status_code"], a["batch_size"]) for a in attempts) == [
         (rows[0]["id"], 1, 500, 1), (rows[0]["id"], 2, 200, 2), (rows[1]["id"], 1, 200, 2)]
     assert all(a["headers"]["aeg-delivery-count"] == ("1" if a["batch_size"] == 2 else "0") for a in attempts)
@@ -215,7 +215,8 @@ def test_filters_decide_fan_out_at_publish_time(engine, client, fake):
     subscribe(client, name="big-orders", filter={"advancedFilters": [{"operatorType": "NumberGreaterThan", "key": "data.orderId", "value": 5}]})
     publish(client, n=1, start=3)
     publish(client, n=1, event_type="Other", start=9)
-    rows = engine.store.read("SELECT e.event_id, d.subscription FROM deliveries d JOIN events e ON e.seq = d.event_seq ORDER BY 1, 2")
+    rows = engine.store.read("SELECT e.event_id, r.name AS subscription FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                             "JOIN resources r ON r.id = d.subscription ORDER BY 1, 2")
     assert [(r["event_id"], r["subscription"]) for r in rows] == [("e3", "only-orders"), ("e9", "big-orders")]
 
 
@@ -236,7 +237,7 @@ def test_one_subscriptions_concurrency_cap_does_not_block_another(engine, client
     from broker.dispatcher import Lane
 
     slow = engine.registry.subscription("default", "slow-one")
-    engine.dispatcher._lanes[slow.key] = lane = Lane(slow)
+    engine.dispatcher._lanes[slow.id] = lane = Lane(slow)
     lane.workers = engine.config.subscription_concurrency
     dispatch(engine)
     assert {r["url"] for r in fake.requests} == {"http://fast.test/events"}
@@ -246,9 +247,9 @@ def test_one_subscriptions_concurrency_cap_does_not_block_another(engine, client
 def test_recover_returns_in_flight_deliveries_to_pending(engine, client, fake, clock):
     subscribe(client)
     publish(client, n=3)
-    claimed = engine.store.claim("default", "orders-sub", clock.now(), 10)
+    claimed = engine.store.deliveries.claim(engine.registry.subscription("default", "orders-sub").id, clock.now(), 10)
     assert len(claimed) == 3 and statuses(engine) == {"inflight": 3}
-    assert engine.store.recover() == 3
+    assert engine.store.deliveries.recover() == 3
     assert statuses(engine) == {"pending": 3}
 
 
@@ -260,7 +261,7 @@ def test_prune_removes_only_delivered_events_past_retention(engine, client, fake
     fake.statuses = [None]
     publish(client, n=1, start=5)  # stays pending
     dispatch(engine)
-    assert engine.store.prune(clock.now() + 1) == 2
+    assert engine.store.deliveries.prune(clock.now() + 1) == 2
     assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events")] == ["e5"]
 
 
@@ -272,8 +273,8 @@ def test_fresh_deliveries_go_straight_to_a_caught_up_lane_without_a_claim(engine
     monkeypatch.setattr(engine.dispatcher, "_direct", True)  # as when started
     monkeypatch.setattr(engine.dispatcher, "_submit", inline)
     claims = []
-    real_claim = engine.store.claim
-    monkeypatch.setattr(engine.store, "claim", lambda *a: claims.append(a) or real_claim(*a))
+    real_claim = engine.store.deliveries.claim
+    monkeypatch.setattr(engine.store.deliveries, "claim", lambda *a: claims.append(a) or real_claim(*a))
 
     publish(client, n=2, start=1)  # delivered inside the publish, by the lane's worker
 
@@ -289,7 +290,7 @@ def test_a_lane_that_is_behind_gets_fresh_deliveries_as_pending_in_order(engine,
     monkeypatch.setattr(engine.dispatcher, "_direct", True)
     monkeypatch.setattr(engine.dispatcher, "_submit", inline)
     sub = engine.registry.subscription("default", "orders-sub")
-    engine.dispatcher._lanes[sub.key].caught_up = False  # a backlog is still in the store
+    engine.dispatcher._lanes[sub.id].caught_up = False  # a backlog is still in the store
 
     publish(client, n=2, start=1)
     assert len(fake.requests) == 1 and statuses(engine) == {"delivered": 1, "pending": 2}
@@ -308,18 +309,18 @@ def test_a_lane_takes_a_burst_larger_than_a_claim_straight_from_the_publish(engi
     monkeypatch.setattr(engine.dispatcher, "_direct", True)
     monkeypatch.setattr(engine.dispatcher, "_submit", inline)
     claims = []
-    real_claim = engine.store.claim
-    monkeypatch.setattr(engine.store, "claim", lambda *a: claims.append(a) or real_claim(*a))
+    real_claim = engine.store.deliveries.claim
+    monkeypatch.setattr(engine.store.deliveries, "claim", lambda *a: claims.append(a) or real_claim(*a))
 
     publish(client, n=9, start=1)  # more than a claim takes (2 x 4 workers' requests), within what a lane holds
     engine.store.flush()
     assert claims == [] and statuses(engine) == {"delivered": 10}
 
-    engine.dispatcher._lanes[engine.registry.subscription("default", "orders-sub").key].caught_up = False
+    engine.dispatcher._lanes[engine.registry.subscription("default", "orders-sub").id].caught_up = False
     publish(client, n=10, start=10)  # a lane that is behind: pending, then claimed a claim's worth at a time
     assert statuses(engine) == {"delivered": 10, "pending": 10}
     dispatch(engine)
-    assert [c[-1] for c in claims] == [8] and statuses(engine) == {"delivered": 18, "pending": 2}
+    assert [c[2] for c in claims] == [8] and statuses(engine) == {"delivered": 18, "pending": 2}
     dispatch(engine)
     assert statuses(engine) == {"delivered": 20}
 
@@ -347,7 +348,7 @@ def test_cached_renderings_are_left_alone_by_the_cycle_collector():
 
     renderings = Renderings()
     event, record = _accepted_event()
-    renderings.add([(7, event, {"EventGridSchema"})], TOPIC_PATH)
+    renderings.add([(7, event, {"EventGridSchema"}, TOPIC_PATH)])
     del event
     gc.collect()
     assert not gc.is_tracked(renderings._items[7])
@@ -355,7 +356,7 @@ def test_cached_renderings_are_left_alone_by_the_cycle_collector():
     renderings.get(7, record).rendered("CloudEventSchemaV1_0", TOPIC_PATH)  # another schema, kept too
     gc.collect()
     assert not gc.is_tracked(renderings._items[7])
-    assert len(renderings._items[7]) == 7
+    assert len(renderings._items[7]) == 8  # id, schema, data version, domain topic, then schema and body twice
 
 
 def test_a_schema_not_rendered_on_accept_is_rendered_from_the_stored_record_and_kept():
@@ -364,7 +365,7 @@ def test_a_schema_not_rendered_on_accept_is_rendered_from_the_stored_record_and_
 
     renderings = Renderings()
     event, record = _accepted_event()
-    renderings.add([(7, event, {"EventGridSchema"})], TOPIC_PATH)
+    renderings.add([(7, event, {"EventGridSchema"}, TOPIC_PATH)])
     cloud = renderings.get(7, record).rendered("CloudEventSchemaV1_0", TOPIC_PATH)
     assert orjson.loads(cloud) == orjson.loads(schemas.dumps(schemas.render(event, "CloudEventSchemaV1_0", TOPIC_PATH)))
     assert orjson.loads(cloud)["specversion"] == "1.0"
@@ -399,8 +400,8 @@ def test_prune_goes_by_arrival_order_and_skips_what_came_after_a_newer_event(eng
     publish(client, n=1, start=3)  # e3 at t0 again (the clock was set back)
     dispatch(engine)
     assert statuses(engine) == {"delivered": 4}
-    assert engine.store.prune(clock.now() + 50) == 2
+    assert engine.store.deliveries.prune(clock.now() + 50) == 2
     assert [r["event_id"] for r in engine.store.read("SELECT event_id FROM events ORDER BY seq")] == ["e2", "e3"]
-    assert engine.store.prune(clock.now() + 200) == 2
+    assert engine.store.deliveries.prune(clock.now() + 200) == 2
     assert engine.store.read("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
     assert engine.store.read("SELECT COUNT(*) AS n FROM deliveries")[0]["n"] == 0

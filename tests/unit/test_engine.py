@@ -32,8 +32,8 @@ def stored_ids(engine) -> list[str]:
 
 def test_publishes_accepted_in_one_pass_of_the_loop_share_one_commit(engine, monkeypatch):
     groups = []
-    run_group = engine.store._run_group
-    monkeypatch.setattr(engine.store, "_run_group", lambda db, jobs: groups.append(len(jobs)) or run_group(db, jobs))
+    run_group = engine.store.commits._run_group
+    monkeypatch.setattr(engine.store.commits, "_run_group", lambda db, jobs: groups.append(len(jobs)) or run_group(db, jobs))
     topic = engine.registry.topic("default")
     answers: queue.Queue = queue.Queue()
 
@@ -50,12 +50,12 @@ def test_publishes_accepted_in_one_pass_of_the_loop_share_one_commit(engine, mon
 def test_a_publish_on_the_loop_does_not_wait_while_another_write_holds_the_store(engine):
     topic = engine.registry.topic("default")
     answers: queue.Queue = queue.Queue()
-    engine.store._write_lock.acquire()  # as the writer thread or the checkpointer may
+    engine.store.commits._write_lock.acquire()  # as the writer thread or the checkpointer may
     try:
         on_loop(engine, lambda: engine.accept_soon(topic, [event("late")], answers.put))  # returns at once
         on_loop(engine, lambda: None)  # the pass that would commit it has run, too
         assert answers.empty() and stored_ids(engine) == []
     finally:
-        engine.store._write_lock.release()
+        engine.store.commits._write_lock.release()
     assert answers.get(timeout=5) is None  # committed by the writer thread, answered on the loop
     assert stored_ids(engine) == ["late"]
