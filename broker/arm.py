@@ -69,7 +69,7 @@ def parse(path: str) -> Target:
             i += 2
             continue
         parent = target.chain[-1][0] if target.chain else None
-        if parent is SUBSCRIPTION:
+        if parent is SUBSCRIPTION and not (i == len(segments) - 1 and segment in ACTIONS):
             target.rest = segments[i:]
             break
         kind = _kind_of(segment, parent)
