@@ -30,6 +30,19 @@ def batch(first: int, count: int, when: bytes, stamp: float | None = None) -> by
     return b"[" + b",".join(_EVENT % (n, n, when, n, extra) for n in range(first, first + count)) + b"]"
 
 
+_PROTOTYPE = (
+    b'{"eventType":"' + EVENT_TYPE.encode() + b'","subject":"orders/%d",'
+    b'"data":{"orderId":"ord-%d","customer":"customer-0042","amount":129.95,"currency":"EUR",'
+    b'"items":3,"note":"benchmark event, fixed size"%s}}'
+)
+
+
+def prototype(n: int, stamp: float | None = None) -> bytes:
+    """One event in the prototype's `/publish` body: `{"eventType", "data"}` (and a subject)."""
+    extra = b',"t":%r' % stamp if stamp is not None else b""
+    return _PROTOTYPE % (n, n, extra)
+
+
 def request(path: str, host: str, port: int, body: bytes) -> bytes:
     """A complete keep-alive HTTP/1.1 POST."""
     return (

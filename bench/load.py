@@ -42,6 +42,7 @@ class Run:
         self.batch = int(spec.get("batch", 1))
         self.count = spec.get("count")
         self.stamp = bool(spec.get("stamp"))
+        self.prototype = bool(spec.get("prototype"))  # prototype-style bodies (batch must be 1)
         self.numbers = itertools.count()
         self.sent_events = 0
         self.done_events = 0  # answered with 2xx, whenever
@@ -68,7 +69,10 @@ class Run:
                 return None
         first = next(self.numbers) * self.batch
         self.sent_events += n
-        body = events.batch(first, n, events.event_time(), stamp)
+        if self.prototype:  # the prototype's /publish: one event per request, as a bare object
+            body = events.prototype(first, stamp)
+        else:
+            body = events.batch(first, n, events.event_time(), stamp)
         return events.request(target["path"], target["host"], target["port"], body), n
 
     async def one(self, conn: Connection, data: bytes, n: int, started: float) -> None:

@@ -16,7 +16,9 @@ from .procs import HOST, Process, Stack, call, run_load
 from .settings import Settings
 
 TOPIC = "bench"
+DEFAULT_TOPIC = "default"  # the prototype's /publish goes to the broker's default topic
 PUBLISH_PATH = f"/topics/{TOPIC}/api/events"
+PROTOTYPE_PATH = "/publish"
 SINK_PATH = "/events"
 TARGETS = ("broker", "baseline", "ceiling")
 LOAD_SLACK_SECONDS = 60.0  # on top of a run's own duration before the generator is given up on
@@ -33,14 +35,14 @@ def start(kind: str, stack: Stack, s: Settings) -> Process:
     return stack.sink("ceiling")
 
 
-def subscribe(kind: str, proc: Process, sinks: list[Process], batch: int = 1, handshake: bool = False) -> None:
-    """Subscribe each sink to everything on the bench topic (the ceiling has no subscriptions)."""
+def subscribe(kind: str, proc: Process, sinks: list[Process], batch: int = 1, handshake: bool = False, topic: str = TOPIC) -> None:
+    """Subscribe each sink to everything on the bench topic, or another (the ceiling has no subscriptions)."""
     for i, sink in enumerate(sinks):
         if kind == "broker":
             dest = {"endpointUrl": sink.url(SINK_PATH), "maxEventsPerBatch": batch,
                     "preferredBatchSizeInKilobytes": 1024, "skipValidation": not handshake}
             body = {"properties": {"destination": {"endpointType": "WebHook", "properties": dest}}}
-            status, answer = call(proc.port, "PUT", f"/topics/{TOPIC}/eventSubscriptions/sink-{i}", body)
+            status, answer = call(proc.port, "PUT", f"/topics/{topic}/eventSubscriptions/sink-{i}", body)
         elif kind == "baseline":
             status, answer = call(proc.port, "POST", "/subscribe", {"eventType": "*", "endpoint": sink.url(SINK_PATH), "maxEventsPerBatch": batch})
         else:
