@@ -291,8 +291,8 @@ class Dispatcher:
                 claimed = self.deliveries.claim(sub.id, now, want, max(LANE_BYTES - held, 0))
                 with self._lock:
                     lane.add(claimed)
-                    lane.caught_up = len(claimed) < want and lane.bytes < LANE_BYTES
-                if len(claimed) < want:
+                    lane.caught_up = claimed.exhausted and lane.bytes < LANE_BYTES
+                if claimed.exhausted:
                     due = self.deliveries.next_due(sub.id)
                     if due is not None:
                         wait = min(wait, max(0.0, due - now))

@@ -16,6 +16,7 @@ synchronous=FULL (BROKER_SYNC=full) fsyncs every commit and survives those too, 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from .deliveries import FINAL_STATES, Claimed, Deliveries, Outcome
 from .resources import ResourceRow, ResourceRows
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
+# Room a ready store keeps on its volume: a publish of up to 1 MB, written to the log and then
+# copied into the database.
+MIN_FREE_BYTES = 2 << 20
 
 __all__ = ["FINAL_STATES", "Claimed", "Outcome", "ResourceRow", "Store", "StoreClosed", "StoreUnavailable", "WriteUnderLock",
            "unavailable"]
@@ -57,11 +61,15 @@ class Store:
         return [dict(r) for r in self.commits.db().execute(sql, args)]
 
     def check_writable(self) -> None:
-        """Raises unless the store takes a write to the database itself (/readyz): a real page of
-        the database, so a full disk shows here, not only when the next publish fails."""
+        """Raises unless the store takes a write to the database itself (/readyz), and its volume has
+        room for the largest publish: a tiny write may still fit on a disk that refuses every event."""
         now = repr(time.time())
         self.commits.transact(lambda db: db.execute(
             "INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (now,)))
+        stat = os.statvfs(self.path.parent)
+        free = stat.f_bavail * stat.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise StoreUnavailable(f"only {free} bytes are free on the store's volume; a publish may need {MIN_FREE_BYTES}")
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())

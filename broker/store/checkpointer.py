@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("broker.store")
@@ -34,6 +35,7 @@ RESET_BYTES = 16 << 20
 # journal_size_limit: a log file larger than this is cut back after a reset. Above RESET_BYTES, so
 # that it rarely happens: cutting 48 MB off the file took tens of milliseconds on this machine.
 KEEP_BYTES = 32 << 20
+WARN_EVERY_SECONDS = 30.0  # a failing checkpoint (a full disk) is logged this often
 
 
 class Checkpointer:
@@ -67,11 +69,18 @@ class Checkpointer:
         try:
             db.execute(f"PRAGMA synchronous={self.sync}")
             page = db.execute("PRAGMA page_size").fetchone()[0]
+            warned = -WARN_EVERY_SECONDS
+            failures = 0
             while not self._stop.wait(self.interval):
                 try:
                     self.checkpoint(db, page)
                 except sqlite3.Error:  # e.g. the disk is full: the next round tries again
-                    log.warning("checkpoint failed", exc_info=True)
+                    failures += 1
+                    now = time.monotonic()
+                    if now - warned >= WARN_EVERY_SECONDS:  # ten rounds a second: say it once in a while
+                        warned = now
+                        log.warning("checkpoint failed", extra={"failures": failures}, exc_info=True)
+                        failures = 0
         finally:
             db.close()
 

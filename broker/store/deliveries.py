@@ -77,6 +77,13 @@ class Outcome:
     batch_size: int = 1
 
 
+class Claim(list):
+    """The deliveries a claim took; `exhausted` when nothing more of the subscription was due
+    (a claim cut short by its byte bound left some)."""
+
+    exhausted = True
+
+
 class Deliveries:
     def __init__(self, commits: GroupCommit) -> None:
         self.commits = commits
@@ -142,7 +149,7 @@ class Deliveries:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def claim(self, subscription: int, now: float, limit: int, max_bytes: int | None = None) -> list[Claimed]:
+    def claim(self, subscription: int, now: float, limit: int, max_bytes: int | None = None) -> Claim:
         """Atomically move up to `limit` due deliveries of one subscription to inflight, with at most
         `max_bytes` of event bodies among them (one delivery always, however large)."""
         def tx(db: sqlite3.Connection):
@@ -153,6 +160,7 @@ class Deliveries:
                 "ORDER BY d.next_attempt_at, d.id LIMIT ?",
                 (subscription, now, limit),
             ).fetchall()
+            exhausted = len(due) < limit
             if max_bytes is not None:
                 total, kept = 0, 0
                 for row in due:
@@ -160,16 +168,19 @@ class Deliveries:
                     if kept and total > max_bytes:
                         break
                     kept += 1
+                exhausted = exhausted and kept == len(due)
                 due = due[:kept]
             if not due:
-                return [], {}
+                return [], {}, exhausted
             db.executemany("UPDATE deliveries SET status='inflight' WHERE id=?", [(r[0],) for r in due])
             seqs = sorted({r[1] for r in due})
             bodies = dict(db.execute(f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchall())
-            return due, bodies
+            return due, bodies, exhausted
 
-        rows, bodies = self.commits.transact(tx)
-        return [Claimed(r[0], r[1], r[2], r[3], r[4], bodies[r[1]]) for r in sorted(rows, key=lambda r: r[0])]
+        rows, bodies, exhausted = self.commits.transact(tx)
+        claim = Claim(Claimed(r[0], r[1], r[2], r[3], r[4], bodies[r[1]]) for r in sorted(rows, key=lambda r: r[0]))
+        claim.exhausted = exhausted
+        return claim
 
     def next_due(self, subscription: int) -> float | None:
         row = self._db().execute(

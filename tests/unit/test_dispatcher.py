@@ -405,3 +405,97 @@ def test_prune_goes_by_arrival_order_and_skips_what_came_after_a_newer_event(eng
     assert engine.store.deliveries.prune(clock.now() + 200) == 2
     assert engine.store.read("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
     assert engine.store.read("SELECT COUNT(*) AS n FROM deliveries")[0]["n"] == 0
+
+
+# -- bounds and hardening ---------------------------------------------------------------------------
+
+
+def let_go(engine):
+    """The workers a test hired but never ran (their coroutines closed) leave again."""
+    d = engine.dispatcher
+    with d._lock:
+        for lane in d._lanes.values():
+            while lane.workers:
+                d._leave(lane)
+
+
+def test_the_rendering_cache_is_bounded_in_bytes_as_well_as_in_entries():
+    from broker.dispatcher import Renderings
+
+    renderings = Renderings(size=1000, max_bytes=50_000)
+    event, _record = _accepted_event()
+    event.data = {"blob": "x" * 20_000}
+    renderings.add([(seq, event, {"EventGridSchema"}, TOPIC_PATH) for seq in range(10)])
+    assert renderings.bytes <= 50_000 and len(renderings._items) == 2  # the oldest went first
+    assert sorted(renderings._items) == [8, 9]
+
+
+def test_a_lane_claims_no_more_than_its_byte_bound_and_takes_no_fresh_deliveries_past_it(engine, client, fake, monkeypatch):
+    import broker.dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "LANE_BYTES", 3000)
+    subscribe(client)
+    sub = engine.registry.subscription("default", "orders-sub")
+    events = [{"id": f"e{i}", "subject": "s", "eventType": "T", "eventTime": "2026-01-01T00:00:00Z", "data": {"pad": "y" * 1000}}
+              for i in range(10)]
+    assert client.post("/api/events", json=events).status_code == 200
+    engine.dispatcher.dispatch_due(lambda work: work.close())  # claim only: no worker runs
+    lane = engine.dispatcher._lanes[sub.id]
+    assert 1 <= len(lane.buffer) <= 3 and lane.bytes <= 3000 + 1200
+    assert not lane.caught_up  # the rest waits in the store as pending
+    assert engine.dispatcher.direct([sub], 1) == set()  # a full lane takes fresh events as pending
+    let_go(engine)
+
+
+def test_a_retry_wakes_the_dispatcher_when_it_falls_due_not_at_its_idle_poll(engine, client, fake, clock):
+    fake.statuses = [500, 200]
+    subscribe(client)
+    publish(client)
+    dispatcher = engine.dispatcher
+    dispatcher._deadline = clock.now() + 3600.0  # asleep for an hour
+    dispatcher._wake.clear()
+    dispatcher.dispatch_due(inline)  # the first attempt fails: its retry is due in ~10 s
+    assert not dispatcher._wake.is_set()
+    engine.store.settle()  # once the retry is stored (claimable), the dispatcher is told when it is due
+    (row,) = engine.store.read("SELECT status, next_attempt_at FROM deliveries")
+    assert row["status"] == "pending" and dispatcher._wake.is_set()
+    assert dispatcher._deadline == row["next_attempt_at"] < clock.now() + 12
+
+
+def test_a_failing_subscriber_is_sent_one_request_at_a_time_until_one_succeeds(engine, client, fake):
+    from broker.dispatcher import Lane
+
+    fake.statuses = [None]  # connection refused, always
+    subscribe(client)
+    publish(client, n=8)
+    sub = engine.registry.subscription("default", "orders-sub")
+    lane = engine.dispatcher._lanes.setdefault(sub.id, Lane(sub))
+    lane.failing = True
+    hired = []
+    engine.dispatcher.dispatch_due(lambda work: (hired.append(1), work.close()))
+    assert hired == [1]  # one worker, not subscription_concurrency of them
+    lane.failing = False
+    with engine.dispatcher._lock:
+        for _ in range(lane.workers):
+            engine.dispatcher._leave(lane)
+    engine.dispatcher._staff(lane, lambda work: (hired.append(1), work.close()))
+    assert len(hired) == 1 + engine.config.subscription_concurrency
+    let_go(engine)
+
+
+def test_deliveries_handed_over_for_a_subscription_deleted_meanwhile_are_dropped_without_waiting(engine, client, fake, clock):
+    from broker.engine import _Batch
+    from broker.events import Event
+
+    subscribe(client)
+    dispatch(engine)  # its lane exists and is caught up: fresh deliveries are claimed at birth
+    engine.dispatcher._direct = True
+    topic = engine.registry.topic("default")
+    batch = _Batch(engine, topic, [Event(id="late", type="T", time="2026-01-01T00:00:00Z", subject="s", data={})])
+    assert any(batch.claimed.values())
+    client.delete("/topics/default/eventSubscriptions/orders-sub")  # between the routing and the commit
+    seqs, first = engine.store.deliveries.append(*batch.rows)
+    batch.accepted(seqs, first)  # hands over to a lane that is gone: must not wait for the store
+    engine.store.settle()
+    assert engine.store.read("SELECT status, dead_letter_reason FROM deliveries") == [
+        {"status": "dropped", "dead_letter_reason": "SubscriptionDeleted"}]

@@ -59,3 +59,57 @@ def test_a_publish_on_the_loop_does_not_wait_while_another_write_holds_the_store
         engine.store.commits._write_lock.release()
     assert answers.get(timeout=5) is None  # committed by the writer thread, answered on the loop
     assert stored_ids(engine) == ["late"]
+
+
+def test_routing_while_subscriptions_come_and_go_never_sees_a_collection_change_under_it(engine, client):
+    import threading
+    import time
+
+    from broker.engine import _Batch
+    from broker.events import Event
+
+    body = {"properties": {"destination": {"endpointType": "WebHook", "properties": {"endpointUrl": "http://x.test/e", "skipValidation": True}},
+                           "filter": {"includedEventTypes": ["T"]}}}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn():
+        app = client.application
+        with app.app_context():
+            n = 0
+            while not stop.is_set():
+                c = app.test_client()
+                c.put(f"/topics/default/eventSubscriptions/flap-{n % 5}", json=body)
+                c.delete(f"/topics/default/eventSubscriptions/flap-{(n + 2) % 5}")
+                n += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    events = [Event(id=f"e{i}", type="T", time="2026-01-01T00:00:00Z", subject="s", data={}) for i in range(20)]
+    deadline, batches = time.monotonic() + 1.5, 0
+    try:
+        while time.monotonic() < deadline:
+            try:
+                _Batch(engine, engine.registry.topic("default"), events)
+                batches += 1
+            except Exception as exc:  # "dictionary changed size during iteration", with mutable collections
+                errors.append(exc)
+                break
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not errors and batches > 10
+
+
+def test_a_topic_created_with_keys_while_an_anonymous_publish_is_checked_refuses_that_publish(engine, client, monkeypatch):
+    real = engine.topic_for_publish
+
+    def created_meanwhile(name):
+        client.put(f"/topics/{name}", json={"properties": {"keys": ["secret-key"]}})  # someone else, just now
+        return real(name)
+
+    monkeypatch.setattr(engine, "topic_for_publish", created_meanwhile)
+    events = [{"id": "e1", "eventType": "T", "subject": "s", "eventTime": "2026-01-01T00:00:00Z", "data": {}}]
+    resp = client.post("/topics/racy/api/events", json=events)
+    assert resp.status_code == 401
+    assert engine.store.deliveries.event_count() == 0  # not stored against the keyed topic, nor a stand-in
