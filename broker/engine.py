@@ -274,13 +274,18 @@ class _Batch:
             eng.dispatcher.renderings.add(
                 [(seq, event, {sub.schema_for(event.input_schema) for sub in route}, path)
                  for seq, event, route, path in zip(seqs, events, routes, self.paths, strict=True) if route])
+            orphaned: list[int] = []
             for seq, row, route in zip(seqs, self.records, routes, strict=True):
                 for sub in route:
-                    if self.claimed[sub.id]:
+                    if sub.deleted:  # deleted after this batch was routed, and before or while it was stored
+                        orphaned.append(delivery_id)
+                    elif self.claimed[sub.id]:
                         handed.setdefault(sub.id, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, self.expires[sub.id], row[3]))
                     else:
                         pending = True
                     delivery_id += 1
+            if orphaned:
+                eng.store.deliveries.drop(orphaned, "SubscriptionDeleted", now)
             if handed:
                 eng.dispatcher.hand_over(list(handed.values()))
             if pending:

@@ -226,6 +226,13 @@ class Received:
         return int(self.headers["aeg-delivery-count"])
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default accept queue is 5: a broker opening a connection per delivery (this
+    # webhook closes each) overflows it while the test process is busy, and the dropped SYNs come
+    # back only after TCP's retransmission delays (1 s, 3 s, 7 s...), which looks like lost events.
+    request_queue_size = 128
+
+
 Script = Callable[[Received, int], Reply]  # (request, how many requests for its first event id so far) -> reply
 
 
@@ -260,7 +267,7 @@ class Webhook:
         self._per_event: Counter[str] = Counter()
         self._cond = threading.Condition()
         self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -270,7 +277,7 @@ class Webhook:
     def start(self) -> Webhook:
         self._release.clear()
         self._held.release()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler_class())
+        self._server = _Server(("127.0.0.1", self.port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"webhook-{self.port}", daemon=True)

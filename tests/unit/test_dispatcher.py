@@ -499,3 +499,17 @@ def test_deliveries_handed_over_for_a_subscription_deleted_meanwhile_are_dropped
     engine.store.settle()
     assert engine.store.read("SELECT status, dead_letter_reason FROM deliveries") == [
         {"status": "dropped", "dead_letter_reason": "SubscriptionDeleted"}]
+
+
+def test_pending_deliveries_for_a_subscription_deleted_between_routing_and_commit_are_dropped(engine, client, fake):
+    from broker.engine import _Batch
+    from broker.events import Event
+
+    subscribe(client)  # no lane yet: its deliveries are stored pending, not claimed at birth
+    batch = _Batch(engine, engine.registry.topic("default"), [Event(id="late", type="T", time="2026-01-01T00:00:00Z", subject="s", data={})])
+    assert not any(batch.claimed.values())
+    client.delete("/topics/default/eventSubscriptions/orders-sub")
+    batch.accepted(*engine.store.deliveries.append(*batch.rows))
+    engine.store.settle()
+    assert engine.store.read("SELECT status, dead_letter_reason FROM deliveries") == [
+        {"status": "dropped", "dead_letter_reason": "SubscriptionDeleted"}]
