@@ -11,6 +11,7 @@ reports -- the endpoint, the keys -- must work for publishing: events published 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -83,7 +84,9 @@ def send(broker, endpoint: str, key: str, events) -> None:
 
 
 def order_event(event_type: str = "Contoso.Orders.Created", **fields) -> EventGridEvent:
-    return EventGridEvent(subject="/orders/1", event_type=event_type, data={"orderId": "1"}, data_version="1.0", **fields)
+    # A str id (the SDK's default is a uuid.UUID object), so it compares with the delivered JSON.
+    return EventGridEvent(subject="/orders/1", event_type=event_type, data={"orderId": "1"}, data_version="1.0",
+                          id=str(uuid.uuid4()), **fields)
 
 
 # -- topics ---------------------------------------------------------------------------------------
