@@ -15,14 +15,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.arm_support import Arm, domain_id, domain_topic_id, topic_id
 from tests.integration.processes import REPO
-from tests.integration.sdk_support import RecordingSubscriber, recording_subscriber, start_broker, wire
+from tests.integration.sdk_support import RecordingSubscriber, wire
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +53,8 @@ def node_modules(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def subscriber() -> Iterator[RecordingSubscriber]:
-    with recording_subscriber() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def broker(subscriber, module_processes):
-    broker = start_broker(module_processes)
-    yield broker
-    broker.http.close()
+def broker(sdk_broker):
+    return sdk_broker
 
 
 def publish(node_modules: Path, endpoint: str, schema: str, key: str, events: list[dict], *,

@@ -38,8 +38,6 @@ from tests.integration.sdk_support import (
     MGMT_TIMEOUT,
     RecordingSubscriber,
     SentRequests,
-    recording_subscriber,
-    start_broker,
 )
 
 pytestmark = pytest.mark.integration
@@ -48,16 +46,8 @@ RG = RESOURCE_GROUP
 
 
 @pytest.fixture(scope="module")
-def subscriber() -> Iterator[RecordingSubscriber]:
-    with recording_subscriber() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def broker(subscriber, module_processes):
-    broker = start_broker(module_processes, https=True)
-    yield broker
-    broker.http.close()
+def broker(sdk_broker):
+    return sdk_broker
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,6 @@ from tests.integration.sdk_support import (
     DELIVERY_TIMEOUT,
     HOST,
     RecordingSubscriber,
-    recording_subscriber,
-    start_broker,
     wire,
 )
 from tests.waiting import wait_until
@@ -416,16 +414,8 @@ def samples(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def subscriber() -> Iterator[RecordingSubscriber]:
-    with recording_subscriber() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def broker(subscriber, module_processes):
-    broker = start_broker(module_processes)
-    yield broker
-    broker.http.close()
+def broker(sdk_broker):
+    return sdk_broker
 
 
 @dataclass
