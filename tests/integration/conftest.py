@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.processes import Processes, SmtpSink, Webhook
+from tests.integration.sdk_support import LiveBroker, RecordingSubscriber, recording_subscriber, start_broker
 
 # Processes objects alive right now (kept in the pytest config's stash, not at module level), so the
 # report of a failing test can show what each server logged.
@@ -71,3 +72,19 @@ def smtp() -> Iterator[SmtpSink]:
     sink = SmtpSink().start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture(scope="module")
+def subscriber() -> Iterator[RecordingSubscriber]:
+    """A recording webhook (sdk_support.RecordingSubscriber) shared by a module's SDK tests."""
+    with recording_subscriber() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def sdk_broker(subscriber, module_processes) -> Iterator[LiveBroker]:
+    """The broker of a module's SDK tests, with its HTTPS port. Set up after the subscriber, so torn
+    down before it: the broker closes its connections first."""
+    broker = start_broker(module_processes, https=True)
+    yield broker
+    broker.http.close()
