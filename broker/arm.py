@@ -130,11 +130,21 @@ def namespaces_route(rest: str):
     return handle(parse("/namespaces/" + rest))
 
 
+def caller_base_url(config) -> str:
+    """How the caller reached the broker (`https://127.0.0.1:5443`), for the endpoints an answer
+    reports. The HTTPS port's requests arrive through the TLS terminator as plain HTTP, so they are
+    known by the port they were sent to."""
+    host = request.host
+    port = host.rsplit(":", 1)[-1] if ":" in host and not host.endswith("]") else None
+    scheme = "https" if config.https_port and port == str(config.https_port) else request.scheme
+    return f"{scheme}://{host}"
+
+
 def handle(target: Target):
     eng = engine()
     method = request.method
     body = json_object(MAX_BODY_BYTES, empty_ok=True) if method in ("PUT", "PATCH", "POST") else {}
-    req = Request(body, target.via_arm, request.host_url.rstrip("/"), patch=method == "PATCH")
+    req = Request(body, target.via_arm, caller_base_url(eng.config), patch=method == "PATCH", public_url=eng.config.base_url)
     auto_created = None
     subscribing = method == "PUT" and target.collection is None and not target.rest and target.chain[-1][0] is SUBSCRIPTION
     if subscribing and len(target.chain) >= 3 and target.chain[-2][0] is DOMAIN_TOPIC:
@@ -188,7 +198,7 @@ def _handle(eng, target: Target, method: str, body: dict[str, Any], req: Request
             resource_group=target.resource_group, location=location_of(body) if api.tracked else None,
             tags=tags_of(body) if api.tracked else None)
         log.info("resource saved", extra={"kind": kind.name, "resource": resource.label, "new": created})
-        return jsonify(api.render(resource, req)), (201 if created else 200)
+        return jsonify(api.render(resource, req)), _saved_status(target, kind, method, created)
     if method == "DELETE":
         if found is None:
             return Response(status=204)
@@ -197,7 +207,7 @@ def _handle(eng, target: Target, method: str, body: dict[str, Any], req: Request
         eng.registry.delete(found)
         eng.dispatcher.wake()
         log.info("resource deleted", extra={"kind": kind.name, "resource": found.label})
-        return Response(status=200)
+        return Response(status=_deleted_status(target))
     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here.")
 
 
@@ -285,7 +295,7 @@ def _subscription(eng, target: Target, scope: Resource | None, name: str, method
                 raise _no_subscription(name, scope)
             body = {"properties": _merge_update(sub.spec, req.body)}
         saved, created = eng.put_subscription(scope, name, body)
-        return jsonify(saved.to_resource()), (201 if created else 200)
+        return jsonify(saved.to_resource()), _saved_status(target, SUBSCRIPTION, method, created, scope)
     if method == "DELETE":
         if sub is None:
             return Response(status=204)
@@ -294,8 +304,28 @@ def _subscription(eng, target: Target, scope: Resource | None, name: str, method
         if (scope.kind is DOMAIN_TOPIC and not scope.subscriptions and domain is not None
                 and domain.properties.get("autoDeleteTopicWithLastSubscription", True)):
             eng.registry.delete(scope)  # Azure's autoDeleteTopicWithLastSubscription (the default)
-        return Response(status=200)
+        return Response(status=_deleted_status(target))
     raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here.")
+
+
+# Status codes. Through ARM, as Azure answers its long-running operations, which the management
+# SDK's pollers insist on (an operation answered otherwise raises there): a PUT is 201 whether it
+# created or updated, a PATCH 201 (200 for namespace resources, whose PATCH takes no 201), a DELETE
+# 202 (204 when there was nothing). The short routes answer as plain REST does: 201 or 200, 200.
+_NAMESPACE_KINDS = frozenset({"namespace", "namespacetopic"})
+
+
+def _saved_status(target: Target, kind: Kind, method: str, created: bool, scope: Resource | None = None) -> int:
+    if not target.via_arm:
+        return 201 if created else 200
+    if method == "PUT":
+        return 201
+    in_namespace = kind.name in _NAMESPACE_KINDS or (scope is not None and scope.kind.name in _NAMESPACE_KINDS)
+    return 200 if in_namespace or kind.name in ("topic", "domain") else 201
+
+
+def _deleted_status(target: Target) -> int:
+    return 202 if target.via_arm else 200
 
 
 def _no_subscription(name: str, scope: Resource) -> ApiError:

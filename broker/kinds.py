@@ -39,6 +39,7 @@ class Request:
     via_arm: bool  # an ARM path (/subscriptions/...), not one of the emulator's short aliases
     base_url: str  # how the caller reached the broker, for the endpoints the answer reports
     patch: bool = False
+    public_url: str = ""  # BROKER_PUBLIC_URL's base: a namespace's host name (reported without a scheme)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -235,7 +236,7 @@ class NamespaceApi(KindApi):
         return out
 
     def properties(self, resource: Resource, req: Request) -> dict[str, Any]:
-        host = req.base_url.split("://", 1)[-1]
+        host = req.public_url.split("://", 1)[-1]
         out = {
             "provisioningState": "Succeeded",
             # Azure gives the data-plane host name without a scheme; here it includes the path that
@@ -259,6 +260,11 @@ class NamespaceApi(KindApi):
 class NamespaceTopicApi(KindApi):
     kind = NAMESPACE_TOPIC
     tracked = False
+
+    def actions(self) -> dict[str, Any]:
+        # A namespace topic's keys are its namespace's (the emulator keeps one pair per namespace).
+        return {"listkeys": lambda eng, r, req: list_keys(eng, r.parent, req),
+                "regeneratekey": lambda eng, r, req: regenerate_key(eng, r.parent, req)}
 
     def settings(self, req: Request, existing: Resource | None, parent: Resource | None) -> dict[str, Any]:
         props = _props(req.body)

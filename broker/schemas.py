@@ -685,15 +685,17 @@ _DOMAIN_TOPIC_NAME = re.compile(r"[A-Za-z0-9_.-]{3,50}", re.ASCII)
 
 def _domain_topic(event: Event, index: int) -> None:
     """An event published to a domain names its domain topic: `topic` (Event Grid and custom
-    schemas) or `source` (CloudEvents)."""
+    schemas) or `source` (CloudEvents), as the domain topic's name or its full resource id."""
     field = "source" if event.input_schema == CLOUDEVENT_SCHEMA else "topic"
-    name = event.source if field == "source" else event.topic
-    if not name:
-        raise _fail(400, f"Events published to a domain must name their domain topic in '{field}'. (event index {index}, id "
-                    f"'{event.id}')", INVALID_JSON, f"[{index}].{field}")
-    if not _DOMAIN_TOPIC_NAME.fullmatch(name):
-        raise _fail(400, f"The domain topic '{name}' in '{field}' is not a valid domain topic name: 3-50 characters of letters, "
-                    f"digits, hyphens, underscores and periods. (event index {index}, id '{event.id}')", INVALID_JSON, f"[{index}].{field}")
+    given = event.source if field == "source" else event.topic
+    name = given
+    if given and "/" in given:  # a full resource id: .../domains/{domain}/topics/{domain topic}
+        parts = given.rstrip("/").split("/")
+        name = parts[-1] if len(parts) >= 4 and parts[-2].lower() == "topics" and parts[-4].lower() == "domains" else None
+    if not name or not _DOMAIN_TOPIC_NAME.fullmatch(name):
+        # Azure's own words for it.
+        raise _fail(400, f"Required property '{field}' needs to either be a full resource id or should be just the name of "
+                    f"the domain topic. Found: {given or ''}. (event index {index}, id '{event.id}')", INVALID_JSON, f"[{index}].{field}")
     event.topic = name
 
 

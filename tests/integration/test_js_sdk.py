@@ -181,14 +181,14 @@ def test_eventgrid_mode_events_to_a_domain_reach_their_domain_topics(broker, sub
     arm, name = Arm(broker.url), f"js-domain-{credential}"
     domain = arm.create_domain(name)
     key, _ = arm.list_keys(domain_id(name))
-    arm.subscribe(domain_topic_id(name, "eu"), "recorder", subscriber.url(f"/{name}/eu"))
-    arm.subscribe(domain_topic_id(name, "us"), "recorder", subscriber.url(f"/{name}/us"))
+    arm.subscribe(domain_topic_id(name, "europe"), "recorder", subscriber.url(f"/{name}/europe"))
+    arm.subscribe(domain_topic_id(name, "america"), "recorder", subscriber.url(f"/{name}/america"))
     events = [{"id": f"{name}-{region}", "topic": region, "subject": f"/orders/{region}", "eventType": "Contoso.Orders.Created",
-               "data": {"region": region}, "dataVersion": "1.0"} for region in ("eu", "us")]
+               "data": {"region": region}, "dataVersion": "1.0"} for region in ("europe", "america")]
 
     published(node_modules, domain["properties"]["endpoint"], "EventGrid", key, events, credential=credential)
 
-    for region in ("eu", "us"):
+    for region in ("europe", "america"):
         [request] = subscriber.wait_for_events(f"/{name}/{region}", {f"{name}-{region}"})
         [event] = request.json()
         assert event["topic"] == domain_topic_id(name, region)

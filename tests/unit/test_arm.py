@@ -60,7 +60,9 @@ def test_a_topic_created_through_arm_is_a_tracked_resource_with_keys_and_the_emu
     keys = client.post(f"{RG}/topics/orders/listKeys").json
     assert keys["key1"] and keys["key2"] and keys["key1"] != keys["key2"]  # Azure gives every topic two keys
     again = client.put(f"{RG}/topics/orders", json={"location": "westeurope"})
-    assert again.status_code == 200 and client.post(f"{RG}/topics/orders/listKeys").json == keys  # an update keeps them
+    assert again.status_code == 201  # as Azure answers every PUT through ARM (the SDK's poller takes nothing else)
+    assert client.post(f"{RG}/topics/orders/listKeys").json == keys  # an update keeps them
+    assert client.put("/topics/orders", json={}).status_code == 200  # the short route answers an update as REST does
 
 
 def test_lists_by_resource_group_and_by_subscription_show_only_what_is_under_them(client):
@@ -84,10 +86,10 @@ def test_patch_updates_tags_and_settings_and_a_missing_resource_is_404(client):
     assert bad.status_code == 400 and "publicNetworkAccess" in bad.json["error"]["message"]
 
 
-def test_delete_is_200_then_204_and_takes_the_subscriptions_with_it(client, engine):
+def test_delete_is_202_then_204_and_takes_the_subscriptions_with_it(client, engine):
     client.put(f"{RG}/topics/orders", json={"location": "x"})
     assert client.put(f"{RG}/topics/orders/providers/Microsoft.EventGrid/eventSubscriptions/mail", json=sub_body()).status_code == 201
-    assert client.delete(f"{RG}/topics/orders").status_code == 200
+    assert client.delete(f"{RG}/topics/orders").status_code == 202  # ARM's accepted delete, done at once
     assert client.delete(f"{RG}/topics/orders").status_code == 204
     assert client.get(f"{RG}/topics/orders/providers/Microsoft.EventGrid/eventSubscriptions/mail").status_code == 404
     assert all(s.scope.name != "orders" for s in engine.registry.subscriptions())
@@ -113,8 +115,8 @@ def test_an_event_subscription_patch_changes_only_what_it_names(client):
     client.put(f"{RG}/topics/orders", json={"location": "x"})
     client.put(f"{RG}/topics/orders/eventSubscriptions/mail", json=sub_body(filter={"includedEventTypes": ["A"]}))
     resp = client.patch(f"{RG}/topics/orders/providers/Microsoft.EventGrid/eventSubscriptions/mail",
-                        json={"filter": {"includedEventTypes": ["B"]}})
-    assert resp.status_code == 200
+                        json={"filter": {"includedEventTypes": ["B"]}})  # the SDK's update body: flat, no "properties"
+    assert resp.status_code == 201
     assert resp.json["properties"]["filter"] == {"includedEventTypes": ["B"]}
     assert resp.json["properties"]["destination"]["properties"]["endpointUrl"] == "http://127.0.0.1:9/hook"
 
@@ -125,7 +127,7 @@ def test_domain_topics_come_with_their_first_subscription_and_go_with_their_last
     assert client.put(path, json=sub_body()).status_code == 201
     topic = client.get(f"{RG}/domains/shop/topics/europe").json
     assert topic["type"] == "Microsoft.EventGrid/domains/topics" and topic["properties"]["provisioningState"] == "Succeeded"
-    assert client.delete(path).status_code == 200
+    assert client.delete(path).status_code == 202
     assert client.get(f"{RG}/domains/shop/topics/europe").status_code == 404
 
 
@@ -136,7 +138,7 @@ def test_a_domain_that_manages_its_own_topics_needs_them_created_first(client):
     assert client.put(path, json=sub_body()).status_code == 404
     assert client.put(f"{RG}/domains/shop/topics/europe").status_code == 201
     assert client.put(path, json=sub_body()).status_code == 201
-    assert client.delete(path).status_code == 200
+    assert client.delete(path).status_code == 202
     assert client.get(f"{RG}/domains/shop/topics/europe").status_code == 200  # kept: the domain deletes none itself
 
 
@@ -256,3 +258,11 @@ def test_resource_names_are_azures_ascii_names_only(client, engine, name):
     resp = client.put(f"/topics/{name}")
     assert resp.status_code in (400, 404) and resp.json["error"]["code"] in ("InvalidResourceName", "NotFound")
     assert engine.registry.topic(name) is None
+
+
+def test_a_domain_event_may_name_its_domain_topic_by_full_resource_id(client, engine):
+    client.put("/domains/shop", json={"properties": {"keys": []}})
+    client.put("/domains/shop/topics/europe/eventSubscriptions/europe-sub", json=sub_body())
+    path = engine.registry.get(DOMAIN, "shop").path + "/topics/europe"
+    assert client.post("/domains/shop/api/events", json=[_eg_event("e1", path)]).status_code == 200
+    assert _deliveries(engine) == [("europe-sub", "e1")]
