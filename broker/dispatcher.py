@@ -277,7 +277,7 @@ class Dispatcher:
         submit = submit or self._submit
         now = self.clock.now()
         wait = IDLE_POLL_SECONDS
-        active = {sub.id: sub for sub in self.registry.subscriptions() if sub.active}
+        active = {sub.id: sub for sub in self.registry.subscriptions() if sub.pushed}
         self._retire_lanes(active)
         for key, sub in active.items():
             lane = self._lanes.get(key)

@@ -21,6 +21,7 @@ from .errors import ApiError
 from .events import Event
 from .kinds import APIS, Request
 from .metrics import Metrics
+from .pull import Pull
 from .registry import Registry
 from .resources import DOMAIN, DOMAIN_TOPIC, NAMESPACE, NAMESPACE_TOPIC, TOPIC, Kind, Resource, check_name
 from .retry import Clock
@@ -44,6 +45,7 @@ class Engine:
         self.store.commits.lazy_writes_on(self.client.on_loop, lambda delay, fn: self.client.loop.call_later(delay, fn))
         self.dispatcher = Dispatcher(self.store, self.registry, self.client, self.clock, config, self.metrics, self.feed)
         self.validator = Validator(self.registry, self.client, self.clock, config)
+        self.pull = Pull(self)
         self.started = False
         self.seen_api_versions: set[str] = set()
         self._pass: list[tuple[_Batch, Callable[[BaseException | None, int], None]]] = []  # see accept_soon
@@ -275,10 +277,13 @@ class _Batch:
                 [(seq, event, {sub.schema_for(event.input_schema) for sub in route}, path)
                  for seq, event, route, path in zip(seqs, events, routes, self.paths, strict=True) if route])
             orphaned: list[int] = []
+            queued: set[int] = set()
             for seq, row, route in zip(seqs, self.records, routes, strict=True):
                 for sub in route:
                     if sub.deleted:  # deleted after this batch was routed, and before or while it was stored
                         orphaned.append(delivery_id)
+                    elif sub.mode == "queue":
+                        queued.add(sub.id)
                     elif self.claimed[sub.id]:
                         handed.setdefault(sub.id, (sub, []))[1].append(Claimed(delivery_id, seq, 0, now, self.expires[sub.id], row[3]))
                     else:
@@ -288,6 +293,8 @@ class _Batch:
                 eng.store.deliveries.drop(orphaned, "SubscriptionDeleted", now)
             if handed:
                 eng.dispatcher.hand_over(list(handed.values()))
+            if queued:
+                eng.pull.notify(list(queued))  # receives waiting on these queues answer now
             if pending:
                 eng.dispatcher.wake()  # only when there is something for it to claim
         eng.metrics.child(eng.metrics.accepted, channel.label).inc(len(events))

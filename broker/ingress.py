@@ -27,16 +27,18 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import auth, codec, schemas
+from . import auth, codec, pull, schemas
 from .errors import ApiError, bad_request
-from .events import EVENTGRID_SCHEMA, Event
-from .resources import DOMAIN, TOPIC, Resource
+from .events import CLOUDEVENT_SCHEMA, EVENTGRID_SCHEMA, Event
+from .resources import DOMAIN, NAMESPACE, NAMESPACE_TOPIC, TOPIC, Resource
 from .serving import LATER
 from .store import unavailable
 
 log = logging.getLogger("broker.ingress")
 
 _ROUTES = re.compile(r"^(?:/api/events|/topics/([^/]+)/api/events|/domains/([^/]+)/api/events|(/publish))/?$")
+_NAMESPACE_PUBLISH = re.compile(r"^/namespaces/([^/]+)/topics/([^/:]+):publish$")
+MAX_NAMESPACE_EVENTS = 1000  # Azure's limit per publish to a namespace topic
 
 # API versions the official SDKs sent when this was written. Any other version is accepted and
 # logged once: an emulator that rejects the SDK's next api-version breaks its users' builds.
@@ -44,12 +46,25 @@ KNOWN_API_VERSIONS = frozenset({"2018-01-01", "2023-06-01-preview", "2023-11-01"
 
 
 def is_publish(method: str, path: str) -> bool:
-    """Whether a request is one this middleware serves (the server runs those on its I/O thread)."""
-    return method == "POST" and _ROUTES.match(path) is not None
+    """Whether a request is one this middleware serves on the server's I/O thread. A receive,
+    which may wait up to two minutes, is one only when it can be answered later (the common case,
+    see serving.py); otherwise it goes to a worker thread, which may wait."""
+    if method != "POST":
+        return False
+    if _ROUTES.match(path) is not None or _NAMESPACE_PUBLISH.match(path) is not None:
+        return True
+    parts = pull.split(path)
+    return parts is not None and parts[3] != "receive"
+
+
+def is_data_plane(path: str) -> bool:
+    """Whether a path is one this middleware answers (any method)."""
+    return _ROUTES.match(path) is not None or _NAMESPACE_PUBLISH.match(path) is not None or pull.split(path) is not None
 
 
 Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
 _OK: Answer = ("200 OK", [("Content-Length", "0")], b"")
+_EMPTY_JSON: Answer = ("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")], b"{}")
 
 
 class PublishMiddleware:
@@ -75,13 +90,19 @@ class PublishMiddleware:
         Called on the delivery loop's thread with `later`, a valid publish is answered through
         `later(answer)` once stored (`Engine.accept_soon`), and this returns `LATER`."""
         match = _ROUTES.match(path)
-        if not match:
+        namespaced = _NAMESPACE_PUBLISH.match(path) if match is None else None
+        pulled = pull.split(path) if match is None and namespaced is None else None
+        if match is None and namespaced is None and pulled is None:
             return None
         if method != "POST":
-            return _error(ApiError(405, "MethodNotAllowed", "The publish endpoint only takes POST."), [("Allow", "POST")])
-        topic_name, domain_name, prototype = match.groups()
+            return _error(ApiError(405, "MethodNotAllowed", "This endpoint only takes POST."), [("Allow", "POST")])
         if later is not None and not self.engine.client.on_loop():
             later = None  # (a server polled by some other loop: the engine's loop would be woken from outside)
+        if pulled is not None:
+            return self._pull(pulled, path, query_string, headers, body, later)
+        if namespaced is not None:
+            return self._namespace_publish(namespaced.groups(), path, query_string, headers, body, later)
+        topic_name, domain_name, prototype = match.groups()
         answered: list[Answer] = []
 
         def then(exc: BaseException | None, routed: int, event: Event | None = None, channel: Resource | None = None) -> None:
@@ -130,6 +151,66 @@ class PublishMiddleware:
             eng.accept_soon(channel, events, lambda exc, routed: then(exc, routed, event, channel))
         else:
             then(None, eng.accept(channel, events), event, channel)
+
+    def _pull(self, parts, path: str, query_string: str, headers, body, later) -> Answer | object:
+        query = _query(query_string)
+        if later is None:
+            if not self.engine.client.on_loop():  # a worker thread: it waits for the answer
+                return _json_answer(*self.engine.pull.respond_blocking(parts, path, query, headers(), body))
+            answered: list = []  # the loop's own thread cannot wait for the loop: answered at once
+            try:
+                self.engine.pull.respond(parts, path, query, headers(), body, answered.append, wait=False)
+            except Exception as exc:
+                return _answer(exc)
+            return _json_answer(*answered[0])
+        loop = self.engine.client.loop
+        try:
+            # Through the loop: a store write run right here answers before this returns LATER.
+            self.engine.pull.respond(parts, path, query, headers(), body, lambda a: loop.call_soon(later, _json_answer(*a)))
+        except Exception as exc:
+            return _answer(exc)
+        return LATER
+
+    def _namespace_publish(self, names: tuple[str, str], path: str, query_string: str, headers, body, later) -> Answer | object:
+        """`POST /namespaces/{ns}/topics/{t}:publish`: CloudEvents, at most 1,000 of them in 1 MB;
+        answered 200 with an empty JSON object (the SDK reads one)."""
+        eng = self.engine
+        query = _query(query_string)
+        namespace, topic_name = names
+        try:
+            ns = eng.registry.get(NAMESPACE, namespace)
+            channel = eng.registry.get(NAMESPACE_TOPIC, topic_name, ns) if ns is not None else None
+            if channel is None:
+                raise ApiError(404, "NotFound", f"Namespace topic '{namespace}/{topic_name}' does not exist.")
+            hdrs = headers()
+            auth.authenticate(hdrs, channel.keys, path, query=query)
+            raw = body()
+            if hdrs.get("content-type", "").lower().startswith(schemas.CLOUDEVENTS_CONTENT_TYPE) and raw.lstrip()[:1] == b"[":
+                # The SDK sends an array even where it was told to say application/cloudevents+json.
+                hdrs = {**hdrs, "content-type": schemas.CLOUDEVENTS_BATCH_CONTENT_TYPE}
+            events = schemas.parse(raw, hdrs, CLOUDEVENT_SCHEMA)
+            if len(events) > MAX_NAMESPACE_EVENTS:
+                raise ApiError(400, "BadRequest", f"A publish to a namespace topic holds at most {MAX_NAMESPACE_EVENTS} events; "
+                               f"this one holds {len(events)}.")
+        except auth.AuthError as exc:
+            return _error(ApiError(exc.status, exc.code, exc.message))
+        except schemas.SchemaError as exc:
+            return _error(ApiError(exc.status, exc.code, exc.message, exc.details))
+        except ApiError as exc:
+            return _error(exc)
+        self._note_version(query.get("api-version"))
+
+        def then(exc: BaseException | None, _routed: int) -> Answer:
+            return _answer(exc) if exc is not None else _EMPTY_JSON
+
+        if later is None:
+            try:
+                eng.accept(channel, events)
+            except Exception as exc:
+                return _answer(exc)
+            return _EMPTY_JSON
+        eng.accept_soon(channel, events, lambda exc, routed: later(then(exc, routed)))
+        return LATER
 
     def _channel(self, name: str, domain: bool) -> Resource:
         """What the publish goes to. An unknown topic is, until the publish proves valid, a
@@ -214,6 +295,11 @@ def _answer(exc: BaseException | None) -> Answer:
     return _error(exc)
 
 
+def _json_answer(status: int, body: bytes) -> Answer:
+    return f"{status} {_REASONS.get(status, 'OK' if status == 200 else 'Error')}", [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
+
+
 def _headers(environ) -> dict[str, str]:
     """The request headers by lower-case name, as auth and schemas read them (werkzeug's
     EnvironHeaders, iterated twice per request, cost more than the event's validation)."""
@@ -259,5 +345,5 @@ def _read_body(environ) -> bytes:
     return body
 
 
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
             415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}

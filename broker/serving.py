@@ -48,7 +48,8 @@ from waitress.utilities import build_http_date
 
 # respond(method, path, query_string, headers(), body(), later) -> (status line, headers, body), None
 # (not its request: waitress serves it) or LATER: the answer comes through later(answer), on the
-# I/O thread, and what the connection sends meanwhile is served only after it.
+# I/O thread and never before respond has returned, and what the connection sends meanwhile is
+# served only after it.
 Responder = Callable[..., "tuple[str, list, bytes] | object | None"]
 LATER = object()
 

@@ -16,12 +16,13 @@ A subscription body looks like Azure's (only WebHook destinations are emulated):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ApiError, bad_request
-from .events import CUSTOM_INPUT_SCHEMA, CUSTOM_SCHEMA, EVENTGRID_SCHEMA, SCHEMAS
+from .events import CLOUDEVENT_SCHEMA, CUSTOM_INPUT_SCHEMA, CUSTOM_SCHEMA, EVENTGRID_SCHEMA, SCHEMAS
 from .filters import EventFilter, FilterError, compile_filter
 from .resources import SUBSCRIPTION, Resource, check_name
 from .retry import MAX_ATTEMPTS_RANGE, TTL_MINUTES_RANGE, RetryPolicy
@@ -61,6 +62,8 @@ class Subscription:
     state: str = STATE_AWAITING
     state_detail: str | None = None
     validation_code: str | None = None
+    mode: str = "push"  # push: the broker delivers it; queue: a namespace queue the application pulls from
+    lock_seconds: int = 60  # a queue's receiveLockDurationInSeconds
     id: int = 0  # its resource id, once saved (deliveries refer to it)
     created_at: float = 0.0
     deleted: bool = False  # set before its deletion is written: no publish routes to it from then on
@@ -71,6 +74,11 @@ class Subscription:
     @property
     def active(self) -> bool:
         return self.state == STATE_SUCCEEDED
+
+    @property
+    def pushed(self) -> bool:
+        """The dispatcher delivers its events (a queue subscription's wait to be received)."""
+        return self.mode == "push" and self.state == STATE_SUCCEEDED
 
     @property
     def routable(self) -> bool:
@@ -102,6 +110,9 @@ class Subscription:
     def to_resource(self) -> dict[str, Any]:
         """The ARM resource Azure returns for GET/PUT, with the emulator's state and the delivery
         schema actually used (the topic's input schema when none was given; Event Grid for Auto)."""
+        if self.scope.kind.name == "namespacetopic":
+            return {"id": self.path, "name": self.name, "type": "Microsoft.EventGrid/namespaces/topics/eventSubscriptions",
+                    "properties": {**self.spec, "provisioningState": self.state}}
         input_schema = self.scope.input_schema
         props = dict(self.spec)
         props.setdefault("eventDeliverySchema", DEFAULT_DELIVERY.get(input_schema, input_schema if input_schema in SCHEMAS else EVENTGRID_SCHEMA))
@@ -125,25 +136,16 @@ def parse(scope: Resource, name: str, body: Any) -> Subscription:
     props = body.get("properties", body)
     if not isinstance(props, dict):
         raise bad_request("'properties' must be an object.", "InvalidRequestBody", "properties")
+    if scope.kind.name == "namespacetopic":
+        return _namespace_subscription(scope, name, props)
 
     destination = _obj(props.get("destination"), "properties.destination", required=True)
-    endpoint_type = destination.get("endpointType", "WebHook")
-    if endpoint_type != "WebHook":
-        raise bad_request(f"endpointType '{endpoint_type}' is not supported by the emulator; use WebHook.", "InvalidEndpointType", "properties.destination.endpointType")
-    dest = _obj(destination.get("properties"), "properties.destination.properties", required=True)
-    endpoint = validate_endpoint(dest.get("endpointUrl"), "properties.destination.properties.endpointUrl")
+    hook = _webhook(destination, "properties.destination")
 
     schema = props.get("eventDeliverySchema")
     allowed = (*SCHEMAS, CUSTOM_SCHEMA) if scope.input_schema == CUSTOM_INPUT_SCHEMA else SCHEMAS
     if schema is not None and schema not in allowed:
         raise bad_request(f"eventDeliverySchema must be one of {', '.join(allowed)}.", "InvalidDeliverySchema", "properties.eventDeliverySchema")
-
-    batch = _int(dest.get("maxEventsPerBatch", 1), MAX_EVENTS_PER_BATCH, "properties.destination.properties.maxEventsPerBatch")
-    batch_kb = _int(dest.get("preferredBatchSizeInKilobytes", 64), PREFERRED_BATCH_KB, "properties.destination.properties.preferredBatchSizeInKilobytes")
-    attributes = _attributes(dest.get("deliveryAttributeMappings") or [])
-    skip = dest.get("skipValidation", False)
-    if not isinstance(skip, bool):
-        raise bad_request("skipValidation must be a boolean.", "InvalidRequestBody", "properties.destination.properties.skipValidation")
 
     retry_spec = _obj(props.get("retryPolicy"), "properties.retryPolicy")
     retry = RetryPolicy(
@@ -153,14 +155,10 @@ def parse(scope: Resource, name: str, body: Any) -> Subscription:
     dead_letter = props.get("deadLetterDestination") is not None
     if dead_letter:
         _obj(props["deadLetterDestination"], "properties.deadLetterDestination")
-
-    try:
-        compiled = compile_filter(props.get("filter"))
-    except FilterError as exc:
-        raise ApiError(400, exc.code, exc.message, [{"code": exc.code, "message": exc.message, "target": "properties.filter"}]) from None
+    compiled = _filter(props.get("filter"), "properties.filter")
 
     spec = {
-        "destination": {"endpointType": "WebHook", "properties": dest},
+        "destination": {"endpointType": "WebHook", "properties": hook.spec},
         "filter": props.get("filter") or {},
         "retryPolicy": {"maxDeliveryAttempts": retry.max_delivery_attempts, "eventTimeToLiveInMinutes": retry.event_ttl_minutes},
     }
@@ -171,18 +169,103 @@ def parse(scope: Resource, name: str, body: Any) -> Subscription:
     if "labels" in props:
         spec["labels"] = props["labels"]
     return Subscription(
-        scope=scope,
-        name=name,
-        endpoint=endpoint,
-        delivery_schema=schema,
-        max_events_per_batch=batch,
-        preferred_batch_bytes=batch_kb * 1024,
-        attributes=attributes,
-        retry=retry,
-        dead_letter=dead_letter,
-        skip_validation=skip,
-        filter=compiled,
-        spec=spec,
+        scope=scope, name=name, endpoint=hook.endpoint, delivery_schema=schema, max_events_per_batch=hook.batch,
+        preferred_batch_bytes=hook.batch_bytes, attributes=hook.attributes, retry=retry, dead_letter=dead_letter,
+        skip_validation=hook.skip_validation, filter=compiled, spec=spec,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Hook:
+    endpoint: str
+    spec: dict[str, Any]
+    batch: int
+    batch_bytes: int
+    attributes: tuple[DeliveryAttribute, ...]
+    skip_validation: bool
+
+
+def _webhook(destination: dict, target: str) -> _Hook:
+    """A WebHook destination's settings (`target` names where it sits in the body)."""
+    endpoint_type = destination.get("endpointType", "WebHook")
+    if endpoint_type != "WebHook":
+        raise bad_request(f"endpointType '{endpoint_type}' is not supported by the emulator; use WebHook.", "InvalidEndpointType", f"{target}.endpointType")
+    dest = _obj(destination.get("properties"), f"{target}.properties", required=True)
+    endpoint = validate_endpoint(dest.get("endpointUrl"), f"{target}.properties.endpointUrl")
+    batch = _int(dest.get("maxEventsPerBatch", 1), MAX_EVENTS_PER_BATCH, f"{target}.properties.maxEventsPerBatch")
+    batch_kb = _int(dest.get("preferredBatchSizeInKilobytes", 64), PREFERRED_BATCH_KB, f"{target}.properties.preferredBatchSizeInKilobytes")
+    attributes = _attributes(dest.get("deliveryAttributeMappings") or [])
+    skip = dest.get("skipValidation", False)
+    if not isinstance(skip, bool):
+        raise bad_request("skipValidation must be a boolean.", "InvalidRequestBody", f"{target}.properties.skipValidation")
+    return _Hook(endpoint, dest, batch, batch_kb * 1024, attributes, skip)
+
+
+def _filter(spec: Any, target: str) -> EventFilter:
+    try:
+        return compile_filter(spec)
+    except FilterError as exc:
+        raise ApiError(400, exc.code, exc.message, [{"code": exc.code, "message": exc.message, "target": target}]) from None
+
+
+# -- namespace topic subscriptions ------------------------------------------------------------------
+
+LOCK_SECONDS_RANGE = (60, 300)  # receiveLockDurationInSeconds
+MAX_DELIVERY_COUNT_RANGE = (1, 10)
+_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", re.ASCII)
+
+
+def duration_seconds(value: Any) -> float | None:
+    """An ISO 8601 duration without years or months ("P1D", "PT1H30M") in seconds, else None."""
+    if not isinstance(value, str) or value in ("P", "PT") or value.endswith("T"):
+        return None
+    m = _DURATION.fullmatch(value)
+    if m is None:
+        return None
+    weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    return (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _namespace_subscription(scope: Resource, name: str, props: dict) -> Subscription:
+    """A namespace topic's subscription: `deliveryConfiguration` Queue (the application pulls) or
+    Push (a webhook), always in CloudEvents, filtered by `filtersConfiguration`."""
+    config = _obj(props.get("deliveryConfiguration"), "properties.deliveryConfiguration")
+    mode = config.get("deliveryMode", "Queue")
+    if mode not in ("Queue", "Push"):
+        raise bad_request("deliveryMode must be Queue or Push.", "InvalidRequestBody", "properties.deliveryConfiguration.deliveryMode")
+    where = f"properties.deliveryConfiguration.{mode.lower()}"
+    settings = _obj(config.get(mode.lower()), where)
+    schema = props.get("eventDeliverySchema", CLOUDEVENT_SCHEMA)
+    if schema != CLOUDEVENT_SCHEMA:
+        raise bad_request("Namespace topic subscriptions deliver CloudEventSchemaV1_0 only.", "InvalidDeliverySchema", "properties.eventDeliverySchema")
+    retention = scope.properties.get("eventRetentionInDays", 1) * 86400
+    ttl = settings.get("eventTimeToLive")
+    ttl_seconds = retention if ttl is None else duration_seconds(ttl)
+    if ttl_seconds is None or not 60 <= ttl_seconds <= retention:
+        raise bad_request(f"{where}.eventTimeToLive must be an ISO 8601 duration from PT1M to the topic's retention "
+                          f"({retention // 86400} day(s)).", "InvalidRequestBody", f"{where}.eventTimeToLive")
+    max_count = _int(settings.get("maxDeliveryCount", 10), MAX_DELIVERY_COUNT_RANGE, f"{where}.maxDeliveryCount")
+    dead = settings.get("deadLetterDestinationWithResourceIdentity")
+    if dead is not None:
+        _obj(dead, f"{where}.deadLetterDestinationWithResourceIdentity")
+    filters = _obj(props.get("filtersConfiguration"), "properties.filtersConfiguration")
+    compiled = _filter({"includedEventTypes": filters.get("includedEventTypes"), "advancedFilters": filters.get("filters") or []},
+                       "properties.filtersConfiguration")
+    spec = {"deliveryConfiguration": {"deliveryMode": mode, mode.lower(): settings}, "eventDeliverySchema": CLOUDEVENT_SCHEMA,
+            "filtersConfiguration": filters}
+    retry = RetryPolicy(max_count, ttl_seconds / 60)
+    if mode == "Queue":
+        lock = _int(settings.get("receiveLockDurationInSeconds", 60), LOCK_SECONDS_RANGE, f"{where}.receiveLockDurationInSeconds")
+        return Subscription(
+            scope=scope, name=name, endpoint="", delivery_schema=CLOUDEVENT_SCHEMA, max_events_per_batch=1, preferred_batch_bytes=65536,
+            attributes=(), retry=retry, dead_letter=dead is not None, skip_validation=True, filter=compiled, spec=spec,
+            mode="queue", lock_seconds=lock,
+        )
+    hook = _webhook(_obj(settings.get("destination"), f"{where}.destination", required=True), f"{where}.destination")
+    return Subscription(
+        scope=scope, name=name, endpoint=hook.endpoint, delivery_schema=CLOUDEVENT_SCHEMA, max_events_per_batch=hook.batch,
+        preferred_batch_bytes=hook.batch_bytes, attributes=hook.attributes, retry=retry, dead_letter=dead is not None,
+        skip_validation=hook.skip_validation, filter=compiled, spec=spec,
     )
 
 

@@ -6,6 +6,7 @@ Its parts, each a module of this package:
   write all-or-nothing, and the threading rules that keep it free of deadlocks (read them there);
 * `deliveries.Deliveries` -- events, deliveries, attempts, dead letters and retention;
 * `resources.ResourceRows` -- the rows of topics, domains, namespaces and event subscriptions;
+* `queues.Queues` -- the events of namespace queue subscriptions and their receivers' locks;
 * `migrate` -- upgrades a store made by an earlier version;
 * `checkpointer.Checkpointer` -- copies the write-ahead log into the database on its own thread.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from . import migrate
 from .commits import GroupCommit, StoreClosed, StoreUnavailable, WriteUnderLock, unavailable
 from .deliveries import FINAL_STATES, Claimed, Deliveries, Outcome
+from .queues import QueueRules, Queues
 from .resources import ResourceRow, ResourceRows
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
@@ -30,7 +32,7 @@ SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 # copied into the database.
 MIN_FREE_BYTES = 2 << 20
 
-__all__ = ["FINAL_STATES", "Claimed", "Outcome", "ResourceRow", "Store", "StoreClosed", "StoreUnavailable", "WriteUnderLock",
+__all__ = ["FINAL_STATES", "Claimed", "Outcome", "QueueRules", "ResourceRow", "Store", "StoreClosed", "StoreUnavailable", "WriteUnderLock",
            "unavailable"]
 
 
@@ -43,6 +45,7 @@ class Store:
         migrate.upgrade(self.commits.db(), SCHEMA, arm_subscription, resource_group)
         self.deliveries = Deliveries(self.commits)
         self.resources = ResourceRows(self.commits)
+        self.queues = Queues(self.commits)
         self.commits.start()
 
     @property

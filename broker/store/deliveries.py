@@ -302,7 +302,7 @@ class Deliveries:
 
         def tx(db: sqlite3.Connection):
             db.executemany("UPDATE deliveries SET status='dropped', dead_letter_reason=?, done_at=? "
-                           "WHERE id=? AND status IN ('pending', 'inflight')", rows)
+                           "WHERE id=? AND status IN ('pending', 'inflight', 'locked')", rows)
         self.commits.submit(tx, then=then)
 
     @staticmethod
@@ -310,7 +310,7 @@ class Deliveries:
         """Within a write: every delivery of these subscriptions still to be attempted is dropped."""
         db.executemany(
             "UPDATE deliveries SET status='dropped', dead_letter_reason=?, done_at=? "
-            "WHERE subscription=? AND status IN ('pending', 'inflight')",
+            "WHERE subscription=? AND status IN ('pending', 'inflight', 'locked')",
             [(reason, now, s) for s in subscriptions],
         )
 
@@ -442,7 +442,7 @@ class Deliveries:
                 r[0]
                 for r in db.execute(
                     f"SELECT seq FROM events e WHERE seq < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                    f"WHERE {OF_EVENT} AND d.status IN ('pending', 'inflight', 'deadlettered')) LIMIT ?",
+                    f"WHERE {OF_EVENT} AND d.status IN ('pending', 'inflight', 'locked', 'deadlettered')) LIMIT ?",
                     (bound, limit),
                 )
             ]

@@ -50,8 +50,10 @@ CREATE TABLE IF NOT EXISTS events (
 
 -- One row per (event, matching subscription). Status is explicit, never inferred:
 --   pending -> inflight -> delivered | pending (retry) | deadlettered | dropped
--- A namespace queue subscription's events are held here too: `inflight` is "locked by a receiver"
--- (until next_attempt_at), and `attempts` counts the receives.
+-- A namespace queue subscription's events are held here too:
+--   pending -> locked (by a receiver, until next_attempt_at) -> delivered (acknowledged)
+--           | pending (released, or its lock ran out) | deadlettered | dropped (rejected, too many receives, too old)
+-- and `attempts` counts the receives (Azure's deliveryCount).
 CREATE TABLE IF NOT EXISTS deliveries (
     id                 INTEGER PRIMARY KEY,
     event_seq          INTEGER NOT NULL,
@@ -74,6 +76,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- recovery (inflight) and deleting a subscription scan the table instead.
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (subscription, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (subscription) WHERE status = 'deadlettered';
+-- A queue subscription's events locked by a receiver, by when their lock runs out.
+CREATE INDEX IF NOT EXISTS deliveries_locked ON deliveries (subscription, next_attempt_at) WHERE status = 'locked';
 
 -- One row per delivery attempt: the dashboard's timeline and the request the subscriber was sent.
 -- A redelivered dead letter starts again at attempt 1, so (delivery_id, attempt) is not unique.
