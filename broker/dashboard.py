@@ -1,7 +1,7 @@
 """The live dashboard: one HTML page at `/`, JSON read endpoints and a server-sent event stream.
 
     GET /                                  the page (assets under /dashboard/static/, nothing from a CDN)
-    GET /dashboard/api/topics              topics, their subscriptions and delivery counts
+    GET /dashboard/api/topics              topics, domains and namespaces, their subscriptions and delivery counts
     GET /dashboard/api/events?limit=&before=   recent events (newest first) with deliveries and attempts
     GET /dashboard/api/events/<seq>        one event in full: per delivery the headers and body sent
     GET /dashboard/api/deadletters?limit=  dead-lettered deliveries across all subscriptions
@@ -131,8 +131,10 @@ def _subscription(sub, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "name": sub.name,
         "url": sub.short_path,
+        "mode": sub.mode,  # push | queue (a namespace topic's subscription the application pulls from)
+        "lockSeconds": sub.lock_seconds if sub.mode == "queue" else None,
         "endpoint": sub.endpoint,
-        "filter": sub.spec.get("filter") or {},
+        "filter": sub.spec.get("filter") or sub.spec.get("filtersConfiguration") or {},
         "deliverySchema": sub.delivery_schema or "same as input",
         "state": sub.state,
         "stateDetail": sub.state_detail,
@@ -143,6 +145,7 @@ def _subscription(sub, counts: dict[str, int]) -> dict[str, Any]:
         "counts": {
             "delivered": counts.get("delivered", 0),
             "pending": counts.get("pending", 0) + counts.get("inflight", 0),
+            "locked": counts.get("locked", 0),
             "dropped": counts.get("dropped", 0),
             "deadlettered": counts.get("deadlettered", 0),
         },

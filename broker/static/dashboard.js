@@ -404,22 +404,26 @@
 
   function subscriptionItem(s) {
     const [label, tone] = VALIDATION[s.state] || [s.state, ""];
-    return el("li", { class: "sub", dataset: { subscription: s.name } },
+    const queue = s.mode === "queue";
+    return el("li", { class: `sub${queue ? " queue" : ""}`, dataset: { subscription: s.name } },
       el("div", { class: "sub-head" },
         el("span", { class: "sub-name" }, s.name),
-        el("span", { class: `badge ${tone}`, title: s.stateDetail || null }, label)),
-      el("div", { class: "sub-endpoint", title: "Webhook endpoint" }, s.endpoint),
+        queue ? el("span", { class: "badge" }, "queue") : el("span", { class: `badge ${tone}`, title: s.stateDetail || null }, label)),
+      queue
+        ? el("div", { class: "sub-endpoint", title: "Received by the application (pull delivery)" }, `Pull delivery · lock ${s.lockSeconds} s`)
+        : el("div", { class: "sub-endpoint", title: "Webhook endpoint" }, s.endpoint),
       el("div", { class: "sub-props" },
         el("span", { title: JSON.stringify(s.filter, null, 2) }, `Filter: ${filterSummary(s.filter)}`),
         el("span", null, `Schema: ${s.deliverySchema}`),
-        el("span", null, `Max ${s.maxDeliveryAttempts} attempts`),
+        el("span", null, queue ? `Max ${s.maxDeliveryAttempts} deliveries` : `Max ${s.maxDeliveryAttempts} attempts`),
         el("span", null, s.deadLetter ? "Dead-letter on" : "No dead-letter (drops)"),
         s.maxEventsPerBatch > 1 ? el("span", null, `Batches of ≤${s.maxEventsPerBatch}`) : null),
       s.state !== "Succeeded" && s.stateDetail
         ? el("p", { class: `sub-detail ${s.state === "Failed" ? "" : "waiting"}` }, s.stateDetail) : null,
       el("div", { class: "counts", "aria-label": `Deliveries to ${s.name}` },
-        countBox("delivered", s.counts.delivered, "ok"),
-        countBox("pending", s.counts.pending, "warn"),
+        countBox(queue ? "acknowledged" : "delivered", s.counts.delivered, "ok"),
+        countBox(queue ? "in queue" : "pending", s.counts.pending, "warn"),
+        queue ? countBox("locked", s.counts.locked, "warn") : null,
         countBox("dropped", s.counts.dropped, "bad"),
         countBox("dead-lettered", s.counts.deadlettered, "bad")));
   }

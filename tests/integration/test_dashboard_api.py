@@ -85,10 +85,40 @@ def test_topics_show_subscriptions_with_filter_schema_validation_state_and_count
     assert good["filter"] == {"includedEventTypes": ["Contoso.Orders.OrderPlaced"]}
     assert good["deliverySchema"] == "CloudEventSchemaV1_0"
     assert good["state"] == "Succeeded" and good["deadLetter"] is True
-    assert good["counts"] == {"delivered": 1, "pending": 0, "dropped": 0, "deadlettered": 0}
+    assert good["counts"] == {"delivered": 1, "pending": 0, "locked": 0, "dropped": 0, "deadlettered": 0}
     assert bad["name"] == "refuses-handshake"
     assert bad["state"] == "Failed"
     assert "403" in bad["stateDetail"]
+
+
+def test_domains_and_namespaces_show_their_topics_and_queue_depth(broker, hook):
+    url = broker.url
+    assert requests.put(f"{url}/domains/shop/topics/europe/eventSubscriptions/eu-mail", json={"properties": {
+        "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": hook.endpoint}}}}, timeout=10).status_code == 404
+    assert requests.put(f"{url}/domains/shop", json={"properties": {"keys": []}}, timeout=10).status_code == 201
+    assert requests.put(f"{url}/domains/shop/topics/europe/eventSubscriptions/eu-mail", json={"properties": {
+        "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": hook.endpoint}}}}, timeout=10).status_code == 201
+    assert requests.put(f"{url}/namespaces/warehouse", json={}, timeout=10).status_code == 201
+    assert requests.put(f"{url}/namespaces/warehouse/topics/parcels", json={}, timeout=10).status_code == 201
+    queue = {"properties": {"deliveryConfiguration": {"deliveryMode": "Queue", "queue": {"receiveLockDurationInSeconds": 60}}}}
+    assert requests.put(f"{url}/namespaces/warehouse/topics/parcels/eventSubscriptions/packer", json=queue, timeout=10).status_code == 201
+    key = requests.post(f"{url}/namespaces/warehouse/listKeys", timeout=10).json()["key1"]
+    events = [{"specversion": "1.0", "id": f"p{n}", "source": "/w", "type": "Parcel"} for n in range(3)]
+    assert requests.post(f"{url}/namespaces/warehouse/topics/parcels:publish", json=events, timeout=10, headers={
+        "Authorization": f"SharedAccessKey {key}", "Content-Type": "application/cloudevents-batch+json"}).status_code == 200
+    got = requests.post(f"{url}/namespaces/warehouse/topics/parcels/eventsubscriptions/packer:receive?maxEvents=1&maxWaitTime=10",
+                        headers={"Authorization": f"SharedAccessKey {key}"}, timeout=20).json()["value"]
+    assert len(got) == 1
+
+    view = broker.get("/dashboard/api/topics")
+    [shop] = view["domains"]
+    assert (shop["name"], [t["name"] for t in shop["topics"]]) == ("shop", ["europe"])
+    assert [s["name"] for s in shop["topics"][0]["subscriptions"]] == ["eu-mail"]
+    [warehouse] = view["namespaces"]
+    [parcels] = warehouse["topics"]
+    [packer] = parcels["subscriptions"]
+    assert (packer["mode"], packer["lockSeconds"]) == ("queue", 60)
+    assert (packer["counts"]["pending"], packer["counts"]["locked"]) == (2, 1)
 
 
 def test_events_are_listed_newest_first_with_delivery_timeline_and_paged_with_before(broker, hook):
