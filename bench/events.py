@@ -43,9 +43,21 @@ def prototype(n: int, stamp: float | None = None) -> bytes:
     return _PROTOTYPE % (n, n, extra)
 
 
-def request(path: str, host: str, port: int, body: bytes) -> bytes:
-    """A complete keep-alive HTTP/1.1 POST."""
+_CLOUD_EVENT = (
+    b'{"specversion":"1.0","id":"bench-%d","source":"/bench/orders","type":"' + EVENT_TYPE.encode() + b'",'
+    b'"subject":"orders/%d","time":"%s","data":{"orderId":"ord-%d","customer":"customer-0042","amount":129.95,'
+    b'"currency":"EUR","items":3,"note":"benchmark event, fixed size"}}'
+)
+
+
+def cloud_batch(first: int, count: int, when: bytes) -> bytes:
+    """A CloudEvents JSON batch of `count` events numbered from `first` (for a namespace topic)."""
+    return b"[" + b",".join(_CLOUD_EVENT % (n, n, when, n) for n in range(first, first + count)) + b"]"
+
+
+def request(path: str, host: str, port: int, body: bytes, content_type: bytes = b"application/json", extra: bytes = b"") -> bytes:
+    """A complete keep-alive HTTP/1.1 POST (`extra`: more header lines, each ending in CRLF)."""
     return (
-        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-        % (path.encode(), host.encode(), port, len(body))
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+        % (path.encode(), host.encode(), port, content_type, len(body), extra)
     ) + body

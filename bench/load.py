@@ -2,8 +2,10 @@
 result line. Everything is one asyncio loop over raw keep-alive sockets (see rawhttp).
 
 Spec keys:
-  mode         "closed" (each connection sends its next request when the last one is answered)
-               or "paced" (requests started at `rate` events/s whatever the answers, open loop)
+  mode         "closed" (each connection sends its next request when the last one is answered),
+               "paced" (requests started at `rate` events/s whatever the answers, open loop) or
+               "cycle" (publish, receive, acknowledge `batch` events on a namespace queue; targets
+               then hold "publish", "receive", "ack" paths and the namespace "key")
   targets      [{"host", "port", "path"}]: connections are spread over them round robin
   connections  number of keep-alive connections
   batch        events per request
@@ -94,6 +96,43 @@ class Run:
 
     # -- modes ---------------------------------------------------------------------------------
 
+    async def cycle(self, conn: Connection, target: dict) -> None:
+        """A namespace queue's cycle: publish `batch` events, receive them, acknowledge them; an
+        event counts once its acknowledgement is answered. Against the ceiling (which answers
+        anything with an empty 200) the same three requests go out, with made-up lock tokens."""
+        host, port, batch = target["host"], target["port"], self.batch
+        auth = b"Authorization: SharedAccessKey %s\r\n" % target.get("key", "").encode()
+        receive = (b"POST %s?maxEvents=%d&maxWaitTime=10 HTTP/1.1\r\nHost: %s:%d\r\n%sContent-Length: 0\r\n\r\n"
+                   % (target["receive"].encode(), batch, host.encode(), port, auth))
+        fake = [f"{n}.1.xxxxxxxxxxxxxxxx" for n in range(batch)]
+        while time.perf_counter() < self.stop_at:
+            started = time.perf_counter()
+            first = next(self.numbers) * batch
+            body = events.cloud_batch(first, batch, events.event_time())
+            try:
+                published, _ = await conn.send(events.request(target["publish"], host, port, body,
+                                                              b"application/cloudevents-batch+json; charset=utf-8", auth))
+                status, answer = await conn.send(receive)
+                got = orjson.loads(answer)["value"] if answer else []
+                tokens = [item["brokerProperties"]["lockToken"] for item in got] or fake
+                acked, _ = await conn.send(events.request(target["ack"], host, port, orjson.dumps({"lockTokens": tokens}),
+                                                          b"application/json", auth))
+            except Exception:
+                self.errors += 1
+                continue
+            now = time.perf_counter()
+            self.last_answer = now
+            bad = [s for s in (published, status, acked) if not 200 <= s < 300]
+            for s in bad:
+                self.statuses[str(s)] = self.statuses.get(str(s), 0) + 1
+            settled = len(got) if got else (batch if not target.get("key") else 0)
+            self.sent_events += batch
+            self.done_events += settled
+            if not bad and self.measure_from <= now <= self.measure_to:
+                self.window_events += settled
+                self.window_requests += 3
+                self.latencies.append((now - started) * 1000.0)
+
     async def closed(self, conn: Connection, target: dict) -> None:
         while time.perf_counter() < self.stop_at:
             if not self.may_send.is_set():
@@ -180,6 +219,8 @@ async def execute(spec: dict) -> dict:
     work = []
     if spec.get("mode", "closed") == "paced":
         work.append(asyncio.create_task(run.paced(conns, targets)))
+    elif spec.get("mode") == "cycle":
+        work += [asyncio.create_task(run.cycle(c, t)) for c, t in zip(conns, itertools.cycle(targets))]
     else:
         work += [asyncio.create_task(run.closed(c, t)) for c, t in zip(conns, itertools.cycle(targets))]
     if poll and spec.get("window"):

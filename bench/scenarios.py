@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from .procs import Stack, call, dir_bytes, rss_kib
+from .procs import HOST, Stack, call, dir_bytes, rss_kib
 from .settings import Settings
 from .stats import summary
 from .targets import (
@@ -87,6 +87,36 @@ def fanout(out_batch: bool):
         return {"delivered_events_per_s": res["sink_events_per_s"], "load": res}
 
     return run
+
+
+QUEUE_PATHS = {
+    "publish": "/namespaces/bench-ns/topics/orders:publish",
+    "receive": "/namespaces/bench-ns/topics/orders/eventsubscriptions/worker:receive",
+    "ack": "/namespaces/bench-ns/topics/orders/eventsubscriptions/worker:acknowledge",
+}
+
+
+def queue_cycle(kind: str, stack: Stack, s: Settings) -> dict:
+    """A namespace queue driven by its consumers: each client publishes 100 events, receives them
+    and acknowledges them, over and over; every event is durable before its publish is answered.
+    The ceiling answers the same three requests without doing anything."""
+    if kind == "baseline":
+        return {"skipped": "the prototype has no queues: nothing to receive or acknowledge"}
+    if kind == "ceiling":
+        proc, key = stack.sink("ceiling"), ""
+    else:
+        proc = stack.broker(**s.broker_env)
+        for path, body in (("/namespaces/bench-ns", {}), ("/namespaces/bench-ns/topics/orders", {}),
+                           ("/namespaces/bench-ns/topics/orders/eventSubscriptions/worker",
+                            {"properties": {"deliveryConfiguration": {"deliveryMode": "Queue", "queue": {}}}})):
+            status, answer = call(proc.port, "PUT", path, body)
+            expect(status in (200, 201), f"PUT {path} answered {status}: {answer}")
+        key = call(proc.port, "POST", "/namespaces/bench-ns/listKeys", {})[1]["key1"]
+    target = {"host": HOST, "port": proc.port, "key": key, **QUEUE_PATHS}
+    spec = {"mode": "cycle", "targets": [target], "connections": s.connections, "batch": s.publish_batch,
+            "duration": s.duration, "warmup": s.warmup}
+    res = load(proc, spec, s.warmup + s.duration + LOAD_SLACK_SECONDS, s)
+    return {"events_per_s": res["events_per_s"], "cycle_p50_ms": res["latency_ms"]["p50"], "load": res}
 
 
 def e2e_latency(kind: str, stack: Stack, s: Settings) -> dict:
@@ -244,6 +274,10 @@ SCENARIOS = (
         Row("p50_ms", "delivery p50", "ms", False),
         Row("p99_ms", "delivery p99", "ms", False, 10),
         Row("max_ms", "delivery max", "ms", False),
+    )),
+    Scenario("queue-cycle", "namespace queue: publish, receive, acknowledge 100 at a time, 8 clients", queue_cycle, (
+        Row("events_per_s", "events through the cycle", "ev/s", True, 10000),
+        Row("cycle_p50_ms", "one cycle p50", "ms", False),
     )),
     Scenario("drain", "backlog of pending deliveries released at once", drain, (
         Row("drain_s", "time to drain", "s", False),
