@@ -61,6 +61,39 @@ def ingress(batch: int, subscribers: int = 0, prototype: bool = False):
     return run
 
 
+def flood(prototype: bool):
+    """Publishers that never wait for deliveries (as wrk does): 8 clients post single events as fast
+    as they are answered, to the example's two subscribers, through `/api/events` or the
+    prototype's `/publish`. Measured: events accepted and delivered per second in the same window,
+    what was left undelivered at its end, and how long that took to drain."""
+    def run(kind: str, stack: Stack, s: Settings) -> dict:
+        sinks = [stack.sink("sink0"), stack.sink("sink1")]
+        proc = start(kind, stack, s)
+        subscribe(kind, proc, sinks, topic=DEFAULT_TOPIC if prototype else TOPIC)
+        spec = {"mode": "closed", "targets": [proc.target(PROTOTYPE_PATH if prototype else PUBLISH_PATH)],
+                "connections": s.connections, "batch": 1, "duration": s.duration, "warmup": s.warmup,
+                "prototype": prototype, "sinks": [sink_ref(k) for k in sinks]}
+        if kind == "ceiling":  # the deliveries themselves: what this machine can carry to the sinks
+            proc = sinks[0]
+            spec |= {"targets": [k.target(SINK_PATH) for k in sinks], "prototype": False}
+        res = load(proc, spec, s.warmup + s.duration + LOAD_SLACK_SECONDS, s)
+        accepted = res["events_per_s"] if kind != "ceiling" else res["sink_events_per_s"] / len(sinks)
+        delivered = res["sink_events_per_s"]
+        out = {"accepted_per_s": accepted, "delivered_per_s": delivered,
+               "delivered_share": round(delivered / max(1e-9, accepted * len(sinks)), 3),
+               "publish_p99_ms": res["latency_ms"]["p99"], "load": res}
+        if kind == "broker":
+            # What was accepted but not delivered when the publishers stopped, and how long it took to go.
+            total = res["answered_events"] * len(sinks)
+            got = sum(sink_stats(k)["events"] for k in sinks)
+            out["backlog_at_end"] = max(0, total - got)
+            drained = wait_for_sinks(sinks, total, s.drain_deadline)
+            out["drain_s"] = round(drained, 3) if drained is not None else None
+        return out
+
+    return run
+
+
 def sustained_rate(res: dict, subscribers: int) -> float:
     """Events/s accepted and, where the sinks were watched, also delivered to every subscriber in
     the measured seconds (the lower of the two; the delivered rate is added to `res`)."""
@@ -261,6 +294,23 @@ SCENARIOS = (
         Row("p50_ms", "publish p50", "ms", False),
         Row("p99_ms", "publish p99", "ms", False),
     ), rounds=3),
+    # Publishers that do not wait for deliveries: deliveries must keep pace with what is accepted.
+    Scenario("flood", "flood of single-event publishes, 8 clients, 2 subscribers", flood(False), (
+        Row("delivered_per_s", "deliveries/s", "/s", True, baseline_factor=15),
+        Row("accepted_per_s", "events accepted/s", "ev/s", True),
+        Row("delivered_share", "delivered / (accepted x 2)", "", True, 0.9),
+        Row("publish_p99_ms", "publish p99", "ms", False, 10),
+        Row("backlog_at_end", "backlog at the end", "deliveries", False),
+        Row("drain_s", "time to drain it", "s", False),
+    )),
+    Scenario("flood-prototype", "the same through the prototype's /publish", flood(True), (
+        Row("delivered_per_s", "deliveries/s", "/s", True, baseline_factor=15),
+        Row("accepted_per_s", "events accepted/s", "ev/s", True),
+        Row("delivered_share", "delivered / (accepted x 2)", "", True, 0.9),
+        Row("publish_p99_ms", "publish p99", "ms", False, 10),
+        Row("backlog_at_end", "backlog at the end", "deliveries", False),
+        Row("drain_s", "time to drain it", "s", False),
+    )),
     Scenario("ingress-batch", "publishes of 100 events, 8 clients", ingress(100), (
         Row("events_per_s", "ingress events/s", "ev/s", True, 10000),
     )),

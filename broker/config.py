@@ -21,8 +21,8 @@ ENV: dict[str, tuple[str, str, str]] = {
     "BROKER_AUTO_CREATE_TOPICS": ("auto_create_topics", "true", "Create an anonymous topic on first publish to /topics/{name}/api/events."),
     "BROKER_TIME_SCALE": ("time_scale", "1", "Compresses every wait (retry schedule, TTL): each is multiplied by it, so 0.001 runs Azure's schedule in seconds."),
     "BROKER_DELIVERY_TIMEOUT": ("delivery_timeout", "30", "Seconds a delivery waits for the subscriber's response."),
-    "BROKER_DELIVERY_WORKERS": ("delivery_workers", "32", "Concurrent deliveries across all subscriptions."),
-    "BROKER_SUBSCRIPTION_CONCURRENCY": ("subscription_concurrency", "4", "Concurrent deliveries to one subscription, so a slow one cannot take every worker."),
+    "BROKER_DELIVERY_WORKERS": ("delivery_workers", "128", "Concurrent deliveries across all subscriptions."),
+    "BROKER_SUBSCRIPTION_CONCURRENCY": ("subscription_concurrency", "16", "Concurrent deliveries to one healthy subscription (one while it fails), so a slow one cannot take every worker."),
     "BROKER_VALIDATION_TIMEOUT": ("validation_timeout", "10", "Seconds the subscription validation handshake waits."),
     "BROKER_RETENTION_HOURS": ("retention_hours", "24", "Delivered events older than this are pruned from the store."),
     "BROKER_SYNC": ("sync", "normal", "SQLite synchronous level: normal (survives process crash) or full (also power loss)."),
@@ -48,8 +48,8 @@ class Config:
     auto_create_topics: bool = True
     time_scale: float = 1.0
     delivery_timeout: float = 30.0
-    delivery_workers: int = 32
-    subscription_concurrency: int = 4
+    delivery_workers: int = 128
+    subscription_concurrency: int = 16
     validation_timeout: float = 10.0
     retention_hours: float = 24.0
     sync: str = "normal"

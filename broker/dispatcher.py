@@ -12,9 +12,10 @@ Threads and what they own:
 * publishes hand fresh deliveries straight to a lane (`direct`, `hand_over`) on the loop's thread.
 
 `_lock` guards the lanes and the worker counts; nothing calls out of this module while holding it.
-Each subscription may have at most `subscription_concurrency` requests in flight (one while its
-endpoint fails: a dead or hung subscriber ties up one worker, not four) and all of them together
-`delivery_workers`, so a slow subscriber never delays the others. What a lane holds is bounded in
+Each subscription may have at most `subscription_concurrency` requests in flight, reached by one
+more per success and back to one after a failure (`Lane.window`: a dead or hung subscriber ties
+up one worker), and all of them together `delivery_workers`, so a slow subscriber never delays
+the others. What a lane holds is bounded in
 bytes as well as in count. Every state change goes through the store before anything else
 happens, so a killed broker resumes exactly where it was.
 """
@@ -161,7 +162,7 @@ WORKER_ROUNDS = 32  # requests one worker sends before giving its thread back (f
 class Lane:
     """One subscription's claimed-but-unsent deliveries and the workers sending them."""
 
-    __slots__ = ("sub", "buffer", "bytes", "workers", "caught_up", "failing")
+    __slots__ = ("sub", "buffer", "bytes", "workers", "caught_up", "window")
 
     def __init__(self, sub: Subscription) -> None:
         self.sub = sub
@@ -169,7 +170,11 @@ class Lane:
         self.bytes = 0  # of the bodies in the buffer
         self.workers = 0
         self.caught_up = False  # its last claim left nothing due in the store
-        self.failing = False  # its last attempt got no answer or an error: one worker until one succeeds
+        # Requests it may have in flight: one to begin with and after every failed attempt, one
+        # more with each success, up to subscription_concurrency. A subscriber that hangs or refuses
+        # ties up one worker; a healthy one under a burst is soon sent many requests at once, which
+        # is what lets deliveries keep pace with a flood of publishes (docs/performance.md).
+        self.window = 1
 
     def add(self, claimed: list[Claimed]) -> None:
         self.buffer.extend(claimed)
@@ -367,8 +372,7 @@ class Dispatcher:
     def _staff(self, lane: Lane, submit) -> None:
         with self._lock:
             requests = -(-len(lane.buffer) // lane.sub.max_events_per_batch)
-            concurrency = 1 if lane.failing else self.config.subscription_concurrency
-            hire = min(concurrency, requests) - lane.workers
+            hire = min(lane.window, requests) - lane.workers
             capped = max(0, min(hire, self.config.delivery_workers - self._workers))
             self._starved = self._starved or capped < hire
             hire = capped
@@ -407,7 +411,7 @@ class Dispatcher:
         while True:
             with self._lock:
                 chunk = self._take(lane) if rounds < WORKER_ROUNDS and not self._stop.is_set() else []
-                if not chunk or (lane.failing and lane.workers > 1):
+                if not chunk or lane.workers > lane.window:  # (the window shrank: one worker less)
                     lane.buffer.extendleft(reversed(chunk))
                     lane.bytes += sum(len(c.body) for c in chunk)
                     self._leave(lane)
@@ -498,7 +502,10 @@ class Dispatcher:
         resp = await self.client.deliver(sub.endpoint, body, headers, self.config.delivery_timeout)
         done = self.clock.now()
         verdict = classify(resp.status)
-        lane.failing = verdict == "retry"
+        if verdict == "retry":
+            lane.window = 1
+        elif lane.window < self.config.subscription_concurrency:
+            lane.window += 1
         outcome = outcome_name(resp.status, resp.timed_out)
         final = "deadlettered" if sub.dead_letter else "dropped"
         # The deliveries of this request, grouped by what happens to them next: all of them alike,

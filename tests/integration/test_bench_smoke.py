@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = ("fanout-batched", "e2e-latency", "queue-cycle")
+SCENARIOS = ("fanout-batched", "e2e-latency", "queue-cycle", "flood")
 
 
 def test_quick_bench_runs_broker_baseline_and_ceiling_and_reports_json_lines_and_a_table(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import orjson
@@ -303,6 +304,8 @@ def test_a_lane_takes_a_burst_larger_than_a_claim_straight_from_the_publish(engi
 
     monkeypatch.setattr(dispatcher_module, "CLAIM_AHEAD", 3)
     monkeypatch.setattr(dispatcher_module, "LANE_LIMIT", 10)
+    # 4 concurrent requests to a subscriber: a claim takes 2 x 4 requests' worth (8).
+    monkeypatch.setattr(engine.dispatcher, "config", dataclasses.replace(engine.config, subscription_concurrency=4))
     subscribe(client)
     publish(client)
     dispatch(engine)
@@ -462,26 +465,23 @@ def test_a_retry_wakes_the_dispatcher_when_it_falls_due_not_at_its_idle_poll(eng
     assert dispatcher._deadline == row["next_attempt_at"] < clock.now() + 12
 
 
-def test_a_failing_subscriber_is_sent_one_request_at_a_time_until_one_succeeds(engine, client, fake):
-    from broker.dispatcher import Lane
-
-    fake.statuses = [None]  # connection refused, always
+def test_a_subscriber_is_sent_more_requests_at_once_as_it_succeeds_and_one_after_a_failure(engine, client, fake):
+    fake.statuses = [200]
     subscribe(client)
     publish(client, n=8)
+    dispatch(engine)  # one request at a time to begin with, one more allowed per success
     sub = engine.registry.subscription("default", "orders-sub")
-    lane = engine.dispatcher._lanes.setdefault(sub.id, Lane(sub))
-    lane.failing = True
+    lane = engine.dispatcher._lanes[sub.id]
+    assert lane.window == min(1 + 8, engine.config.subscription_concurrency)
+    fake.statuses = [None]  # refused from now on
+    publish(client, n=1, start=8)
+    dispatch(engine)
+    assert lane.window == 1
+    publish(client, n=8, start=9)
     hired = []
     engine.dispatcher.dispatch_due(lambda work: (hired.append(1), work.close()))
-    assert hired == [1]  # one worker, not subscription_concurrency of them
-    lane.failing = False
-    with engine.dispatcher._lock:
-        for _ in range(lane.workers):
-            engine.dispatcher._leave(lane)
-    engine.dispatcher._staff(lane, lambda work: (hired.append(1), work.close()))
-    assert len(hired) == 1 + engine.config.subscription_concurrency
+    assert hired == [1]  # a failing subscriber ties up one worker, however much waits for it
     let_go(engine)
-
 
 def test_deliveries_handed_over_for_a_subscription_deleted_meanwhile_are_dropped_without_waiting(engine, client, fake, clock):
     from broker.engine import _Batch
