@@ -1,7 +1,9 @@
 """The live activity feed: accepted events and delivery attempts, fanned out to dashboard streams.
 
 Each listener gets a bounded queue; a listener that does not keep up loses its oldest items
-rather than slowing the publish or delivery path.
+rather than slowing the publish or delivery path. Items are bounded in bytes too: a string value
+(an event's subject, an error text: up to a megabyte from a publisher) is cut to MAX_TEXT
+characters, so a queue holds at most about queue_size x a few KB.
 """
 
 from __future__ import annotations
@@ -9,6 +11,17 @@ from __future__ import annotations
 import queue
 import threading
 from typing import Any
+
+
+MAX_TEXT = 512
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + "…"
+    if isinstance(value, list) and len(value) > 64:  # an event's subscriptions
+        return [_short(v) for v in value[:64]]
+    return value
 
 
 class ActivityFeed:
@@ -34,7 +47,7 @@ class ActivityFeed:
     def publish(self, kind: str, payload: dict[str, Any]) -> None:
         if not self._listeners:
             return
-        item = {"kind": kind, **payload}
+        item = {"kind": kind, **{k: _short(v) for k, v in payload.items()}}
         with self._lock:
             listeners = list(self._listeners)
         for q in listeners:

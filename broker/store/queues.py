@@ -28,6 +28,9 @@ from .commits import GroupCommit
 # or the event settled or received again since).
 BAD_TOKEN = ("BadToken", "The lock token is not a lock token of this event subscription.")
 TOKEN_LOST = ("TokenLost", "Token has expired.")
+# The events one receive answers with, at most (one always, however large): a hundred events of a
+# megabyte each would make a 100 MB answer, built in memory.
+MAX_RECEIVE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +79,11 @@ class Queues:
 
     # -- receive -----------------------------------------------------------------------------
 
-    def receiving(self, subscription: int, max_events: int, now: float, rules: QueueRules) -> Callable[[sqlite3.Connection], list[Received]]:
-        """The write of one receive: up to `max_events` available events, locked until now +
-        lock. Locks that ran out first go back to the queue, or out of it past maxDeliveryCount;
-        events past their time to live go out of it."""
+    def receiving(self, subscription: int, max_events: int, now: float, rules: QueueRules,
+                  max_bytes: int = MAX_RECEIVE_BYTES) -> Callable[[sqlite3.Connection], list[Received]]:
+        """The write of one receive: up to `max_events` available events and about `max_bytes`
+        of them (one always), locked until now + lock. Locks that ran out first go back to the
+        queue, or out of it past maxDeliveryCount; events past their time to live go out of it."""
         final = "deadlettered" if rules.dead_letter else "dropped"
 
         def tx(db: sqlite3.Connection) -> list[Received]:
@@ -92,7 +96,8 @@ class Queues:
                 db.executemany("UPDATE deliveries SET status=?, done_at=?, dead_letter_reason=? WHERE id=?", over)
                 db.executemany("UPDATE deliveries SET status='pending' WHERE id=?", back)
             got: list[Received] = []
-            while len(got) < max_events:
+            size = 0
+            while len(got) < max_events and size < max_bytes:
                 rows = db.execute(
                     "SELECT d.id, d.attempts, d.expires_at, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq "
                     "WHERE d.subscription=? AND d.status='pending' AND d.next_attempt_at<=? ORDER BY d.next_attempt_at, d.id LIMIT ?",
@@ -101,13 +106,20 @@ class Queues:
                 if not rows:
                     break
                 old = [(final, now, "TimeToLiveExceeded", r[0]) for r in rows if r[2] <= now]
-                live = [r for r in rows if r[2] > now]
+                live = []
+                for r in rows:
+                    if r[2] > now and (not live and not got or size + len(r[3]) <= max_bytes):
+                        live.append(r)
+                        size += len(r[3])
+                done = len(live) < len([r for r in rows if r[2] > now])  # the byte bound was reached
                 db.executemany("UPDATE deliveries SET status=?, done_at=?, dead_letter_reason=? WHERE id=?", old)
                 db.executemany(
                     "UPDATE deliveries SET status='locked', attempts=?, next_attempt_at=?, last_attempt_at=? WHERE id=?",
                     [(r[1] + 1, now + rules.lock_seconds, now, r[0]) for r in live],
                 )
                 got += [Received(self.token(r[0], r[1] + 1), r[1] + 1, r[3]) for r in live]
+                if done:
+                    break
             return got
 
         return tx

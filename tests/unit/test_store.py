@@ -370,3 +370,37 @@ def test_an_upgrade_that_fails_leaves_the_old_store_as_it_was(tmp_path, monkeypa
     check = sqlite3.connect(tmp_path / "b.db")
     assert {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {"topics", "events", "deliveries"}
     check.close()
+
+
+def test_a_receive_takes_about_its_bytes_of_events_but_always_one(tmp_path):
+    from broker.store import QueueRules
+
+    store = Store(tmp_path / "b.db")
+    store.deliveries.append(1, [(f"e{i}", "T", "s", b"x" * 1000) for i in range(6)], [[(SUB, 1e12, False)]] * 6, 1.0)
+    rules = QueueRules(60.0, 10, False)
+    first = store.commits.transact(store.queues.receiving(SUB, 100, 2.0, rules, max_bytes=2500))
+    assert len(first) == 2
+    assert len(store.commits.transact(store.queues.receiving(SUB, 100, 2.0, rules, max_bytes=10))) == 1
+    assert len(store.commits.transact(store.queues.receiving(SUB, 100, 2.0, rules))) == 3
+    store.close()
+
+
+def test_a_lock_token_is_refused_when_made_up_and_fails_once_its_event_was_received_again(tmp_path):
+    from broker.store import QueueRules
+
+    store = Store(tmp_path / "b.db")
+    store.deliveries.append(1, [("e1", "T", "s", b"{}")], [[(SUB, 1e12, False)]], 1.0)
+    rules = QueueRules(10.0, 10, False)
+    [got] = store.commits.transact(store.queues.receiving(SUB, 1, 2.0, rules))
+    forged = got.lock_token.rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAA"
+    ok, failed = store.commits.transact(store.queues.settling(SUB, "release", [got.lock_token, forged], 3.0, rules))
+    assert ok == [got.lock_token] and [(t, e[0]) for t, e in failed] == [(forged, "BadToken")]
+    [again] = store.commits.transact(store.queues.receiving(SUB, 1, 4.0, rules))
+    assert again.delivery_count == 2 and again.lock_token != got.lock_token
+    ok, failed = store.commits.transact(store.queues.settling(SUB, "acknowledge", [got.lock_token], 5.0, rules))
+    assert ok == [] and failed[0][1][0] == "TokenLost"
+    store.close()
+    reopened = Store(tmp_path / "b.db")  # tokens are signed with a secret kept in the store
+    ok, _ = reopened.commits.transact(reopened.queues.settling(SUB, "acknowledge", [again.lock_token], 6.0, rules))
+    assert ok == [again.lock_token]
+    reopened.close()
