@@ -12,7 +12,6 @@ import queue
 import threading
 from typing import Any
 
-
 MAX_TEXT = 512
 
 
