@@ -87,3 +87,22 @@ def test_resources_created_through_arm_survive_a_restart(module_processes, hook)
     after = [ok(broker.request("GET", p)) for p in (f"{ARM}/topics/kept", f"{ARM}/domains/kept-domain/topics/inner",
                                                     f"{ARM}/domains/kept-domain/topics/inner/eventSubscriptions/kept-sub")]
     assert after == before
+
+
+def test_a_namespace_push_subscription_delivers_cloudevents_to_its_webhook_through_the_filters(broker, hook):
+    ok(broker.request("PUT", f"{ARM}/namespaces/shipping", json={"location": "x"}))
+    ok(broker.request("PUT", f"{ARM}/namespaces/shipping/topics/parcels", json={}))
+    ok(broker.request("PUT", f"{ARM}/namespaces/shipping/topics/parcels/eventSubscriptions/notifier", json={"properties": {
+        "deliveryConfiguration": {"deliveryMode": "Push", "push": {"maxDeliveryCount": 3, "destination": {
+            "endpointType": "WebHook", "properties": {"endpointUrl": hook.url}}}},
+        "filtersConfiguration": {"includedEventTypes": ["Parcel.Shipped"]}}}))
+    key = ok(broker.request("POST", f"{ARM}/namespaces/shipping/listKeys"))["key1"]
+    events = [{"specversion": "1.0", "id": f"n{i}", "source": "/shipping", "type": t, "data": {"i": i}}
+              for i, t in enumerate(("Parcel.Shipped", "Parcel.Lost", "Parcel.Shipped"))]
+    resp = requests.post(f"{broker.url}/namespaces/shipping/topics/parcels:publish?api-version=2024-06-01", json=events, timeout=10,
+                         headers={"Authorization": f"SharedAccessKey {key}", "Content-Type": "application/cloudevents-batch+json"})
+    assert resp.status_code == 200 and resp.json() == {}
+    hook.wait_for_ids(["n0", "n2"], 10)
+    assert {r.headers["content-type"].split(";")[0] for r in hook.deliveries()} == {"application/cloudevents+json"}
+    assert sorted(e["id"] for r in hook.deliveries() for e in r.events) == ["n0", "n2"]
+    assert hook.quiet_for(0.3, 2)  # the filtered-out event never comes
