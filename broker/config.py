@@ -12,7 +12,7 @@ from pathlib import Path
 
 # Environment variable -> (Config field, default, one-line description).
 ENV: dict[str, tuple[str, str, str]] = {
-    "BROKER_HOST": ("host", "0.0.0.0", "Interface the HTTP listener binds to."),
+    "BROKER_HOST": ("host", "127.0.0.1", "Interface the HTTP listener binds to (the images set 0.0.0.0: inside a container loopback is out of the host's reach)."),
     "BROKER_PORT": ("port", "5000", "HTTP port (publish API, management API, dashboard, metrics)."),
     "BROKER_DATA_DIR": ("data_dir", "./data/broker", "Directory for the SQLite store, dead-letter files and TLS certificate."),
     "BROKER_CONFIG": ("config_file", "", "Optional JSON file declaring topics and subscriptions, applied at start-up."),
@@ -39,7 +39,7 @@ ENV: dict[str, tuple[str, str, str]] = {
 
 @dataclass(frozen=True)
 class Config:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 5000
     data_dir: Path = Path("./data/broker")
     config_file: Path | None = None

@@ -30,13 +30,13 @@ def test_every_field_has_an_environment_variable():
 @pytest.mark.parametrize(("setting", "allowed", "chosen"), [
     ("auto", {0, 1}, 1), ("auto", {2, 5, 7}, 7), ("auto", {3}, None), ("all", {0, 1}, None), ("0", {0, 1}, 0)])
 def test_the_broker_keeps_its_threads_on_one_cpu_unless_told_otherwise(setting, allowed, chosen):
-    from broker.__main__ import choose_cpu
+    from broker.cli import choose_cpu
 
     assert choose_cpu(setting, allowed) == chosen
 
 
 def test_a_cpu_the_process_may_not_use_is_refused():
-    from broker.__main__ import choose_cpu
+    from broker.cli import choose_cpu
 
     with pytest.raises(ValueError, match="BROKER_CPU=4"):
         choose_cpu("4", {0, 1})
