@@ -4,6 +4,9 @@ Two catchers stand behind port 8025 in this project:
 
 * MailHog (the default image): ``GET /api/v2/messages`` lists every message with its raw source
   (``items[].Raw.Data``); ``DELETE /api/v1/messages`` empties it.
+* Mailpit (MailHog's maintained successor, same ports): ``GET /api/v1/messages`` lists summaries
+  (``messages[].ID``, newest first), ``GET /api/v1/message/<ID>/raw`` serves one message's raw
+  source; ``DELETE /api/v1/messages`` empties it.
 * maildump (the stand-in image where no registry is reachable): ``GET /messages/`` lists ids and
   envelopes only, ``GET /messages/<id>.source`` serves one message's raw source; ``DELETE
   /messages/`` empties it.
@@ -29,6 +32,7 @@ import requests
 from tests.waiting import wait_until
 
 MAILHOG = "mailhog"
+MAILPIT = "mailpit"
 MAILDUMP = "maildump"
 
 
@@ -72,10 +76,12 @@ class Mailbox:
             response = self._get("/api/v2/messages")
             if response.status_code == 200 and "items" in response.json():
                 self.kind = MAILHOG
+            elif (pit := self._get("/api/v1/messages")).status_code == 200 and isinstance(pit.json(), dict) and "messages" in pit.json():
+                self.kind = MAILPIT
             elif self._get("/messages/").status_code == 200:
                 self.kind = MAILDUMP
             else:
-                raise RuntimeError(f"{self.base_url} answers neither MailHog's nor maildump's message API")
+                raise RuntimeError(f"{self.base_url} answers none of MailHog's, Mailpit's and maildump's message APIs")
         return self.kind
 
     def messages(self) -> list[Mail]:
@@ -86,6 +92,15 @@ class Mailbox:
             # MailHog lists newest first; Raw.Data is the message as received over SMTP.
             items = response.json()["items"]
             return [parse_mail(item["Raw"]["Data"].encode("utf-8", "surrogateescape")) for item in reversed(items)]
+        if self.kind == MAILPIT:
+            response = self._get("/api/v1/messages?limit=1000")
+            response.raise_for_status()
+            mails = []
+            for summary in reversed(response.json()["messages"]):  # newest first: oldest first here
+                raw = self._get(f"/api/v1/message/{summary['ID']}/raw")
+                raw.raise_for_status()
+                mails.append(parse_mail(raw.content))
+            return mails
         response = self._get("/messages/")
         response.raise_for_status()
         mails = []
@@ -96,7 +111,7 @@ class Mailbox:
         return mails
 
     def clear(self) -> None:
-        path = "/api/v1/messages" if self.detect() == MAILHOG else "/messages/"
+        path = "/api/v1/messages" if self.detect() in (MAILHOG, MAILPIT) else "/messages/"
         self.session.delete(self.base_url + path, timeout=self.timeout).raise_for_status()
 
     def wait_for(self, predicate: Callable[[Mail], bool], *, timeout: float = 30.0, interval: float = 0.5) -> Mail:
