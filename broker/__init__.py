@@ -14,7 +14,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     """Build the broker app. With `start` the dispatcher and validator threads run; tests of the
     HTTP surface alone can pass `start=False` and call `app.extensions["broker"].start()` later;
     `clock` replaces the wall clock (tests move time by hand)."""
-    from . import api, arm, dashboard, errors, health, management
+    from . import api, arm, dashboard, errors, health, management, security
     from .engine import Engine
     from .ingress import PublishMiddleware
 
@@ -31,6 +31,7 @@ def create_app(config: Config | None = None, start: bool = True, clock=None) -> 
     app.register_blueprint(dashboard.bp)
     # Delivery results reach the store a few milliseconds after the attempt (see Store._submit):
     # whatever a read shows includes every attempt already announced on the live feed.
+    security.init_app(app, engine.guard)
     app.before_request(engine.store.settle)
     app.wsgi_app = PublishMiddleware(app.wsgi_app, engine)  # the publish hot path, without Flask
     if start:

@@ -33,6 +33,8 @@ ENV: dict[str, tuple[str, str, str]] = {
     "BROKER_TLS_KEY": ("tls_key", "", "PEM private key for HTTPS."),
     "BROKER_AZURE_SUBSCRIPTION_ID": ("azure_subscription_id", "00000000-0000-0000-0000-000000000000", "Subscription id in the ARM topic path Azure puts in `topic`."),
     "BROKER_RESOURCE_GROUP": ("resource_group", "eventgrid-emulator", "Resource group in the ARM topic path."),
+    "BROKER_ALLOWED_HOSTS": ("allowed_hosts", "", "More host names the broker answers to, comma-separated (`*`: any); loopback names, IP addresses and its own names always work (docs/security.md)."),
+    "BROKER_MANAGEMENT_KEY": ("management_key", "", "When set, the management API and the dashboard need it (`Authorization: Bearer <key>`, or open /?key=<key>); publishing keeps its own keys."),
     "LOG_LEVEL": ("log_level", "INFO", "Log level of the JSON logs (DEBUG, INFO, WARNING, ...)."),
 }
 
@@ -60,6 +62,8 @@ class Config:
     tls_key: Path | None = None
     azure_subscription_id: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "eventgrid-emulator"
+    allowed_hosts: str = ""
+    management_key: str = ""
     log_level: str = "INFO"
 
     @classmethod

@@ -25,6 +25,7 @@ from .pull import Pull
 from .registry import Registry
 from .resources import DOMAIN, DOMAIN_TOPIC, NAMESPACE, NAMESPACE_TOPIC, TOPIC, Kind, Resource, check_name
 from .retry import Clock
+from .security import Guard
 from .store import Claimed, Store
 from .subscriptions import STATE_AWAITING, STATE_FAILED, STATE_SUCCEEDED, Subscription, parse
 from .validation import Validator
@@ -46,6 +47,7 @@ class Engine:
         self.dispatcher = Dispatcher(self.store, self.registry, self.client, self.clock, config, self.metrics, self.feed)
         self.validator = Validator(self.registry, self.client, self.clock, config)
         self.pull = Pull(self)
+        self.guard = Guard.from_config(config)
         self.started = False
         self.seen_api_versions: set[str] = set()
         self._pass: list[tuple[_Batch, Callable[[BaseException | None, int], None]]] = []  # see accept_soon

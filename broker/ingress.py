@@ -94,6 +94,9 @@ class PublishMiddleware:
         pulled = pull.split(path) if match is None and namespaced is None else None
         if match is None and namespaced is None and pulled is None:
             return None
+        refused = self.engine.guard.check(method, path, headers(), data_plane=True)
+        if refused is not None:
+            return _error(refused)
         if method != "POST":
             return _error(ApiError(405, "MethodNotAllowed", "This endpoint only takes POST."), [("Allow", "POST")])
         if later is not None and not self.engine.client.on_loop():
