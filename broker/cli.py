@@ -120,7 +120,7 @@ def serve(config: Config, cpu: int | None = None) -> int:
     """Run the broker until SIGTERM or SIGINT."""
     from . import create_app
     from .ingress import is_publish
-    from .serving import make_server, serve_on_loop
+    from .serving import WAITRESS_VERSION, make_server, serve_on_loop
     from .tls import TlsTerminator, ensure_certificate
 
     configure_logging("broker", config.log_level)
@@ -129,9 +129,21 @@ def serve(config: Config, cpu: int | None = None) -> int:
     # What start-up built (modules, the app, its routes) lives as long as the process: out of the
     # collector's way, so a full collection pauses the broker ~20 ms instead of 40-110 ms.
     gc.freeze()
-    server = make_server(app, is_publish, respond=app.wsgi_app.respond, host=config.host, port=config.port, threads=config.threads,
-                         ident="eventgrid-emulator", connection_limit=1000, channel_timeout=120,
-                         channel_request_lookahead=1)  # a closed dashboard tab frees its thread at once
+    options = dict(host=config.host, port=config.port, threads=config.threads, ident="eventgrid-emulator", connection_limit=1000,
+                   channel_timeout=120, channel_request_lookahead=1)  # (lookahead: a closed dashboard tab frees its thread at once)
+    installed = _waitress_version()
+    fast = installed == WAITRESS_VERSION
+    try:
+        if fast:
+            server = make_server(app, is_publish, respond=app.wsgi_app.respond, **options)
+        else:
+            log.warning("serving without the fast path: it needs waitress %s, and %s is installed", WAITRESS_VERSION, installed,
+                        extra={"waitress": installed})
+            server = _plain_server(app, options)
+    except (ValueError, OSError) as exc:
+        engine.stop()
+        print(f"eventgrid-emulator: {exc}", file=sys.stderr)
+        return 2
     tls = None
     if config.https_port:
         cert, key = ensure_certificate(config.data_dir, config.tls_cert, config.tls_key)
@@ -148,22 +160,47 @@ def serve(config: Config, cpu: int | None = None) -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     # waitress's sockets are polled by the delivery loop: a publish and its deliveries run on one
-    # thread (see serving.py). This thread only waits for the signal that stops the broker.
+    # thread (see serving.py). Plain waitress runs its own select() loop on a thread of its own.
+    # This thread only waits for the signal that stops the broker.
     loop = engine.client.loop
-    poller = serve_on_loop(server, loop)
+    poller = serve_on_loop(server, loop) if fast else None
+    if not fast:
+        threading.Thread(target=server.run, name="waitress", daemon=True).start()
     log.info("broker listening", extra={"host": config.host, "port": config.port, "data_dir": str(config.data_dir),
-                                         "default_topic": config.default_topic, "cpu": cpu})
+                                         "default_topic": config.default_topic, "cpu": cpu, "fast_path": fast})
     try:
         threading.Event().wait()
     except (SystemExit, KeyboardInterrupt):
         pass
     finally:
-        asyncio.run_coroutine_threadsafe(_close(poller), loop).result(10)
+        if poller is not None:
+            asyncio.run_coroutine_threadsafe(_close(poller), loop).result(10)
+        else:
+            server.close()
         server.task_dispatcher.shutdown()  # lets the worker threads finish the requests they serve
         if tls:
             tls.stop()
         engine.stop()
     return 0
+
+
+def _waitress_version() -> str:
+    try:
+        return os.environ.get("BROKER_FAKE_WAITRESS_VERSION") or metadata.version("waitress")  # (the tests fake another)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _plain_server(app, options: dict):
+    """Waitress as it comes: every request on a worker thread, through the WSGI app."""
+    from waitress import create_server
+
+    from .serving import MAX_OTHER_BODY
+
+    server = create_server(app, max_request_body_size=MAX_OTHER_BODY, **options)
+    if not hasattr(server, "run"):
+        raise ValueError(f"BROKER_HOST={options['host']} resolves to several addresses; set it to one of them, e.g. 127.0.0.1")
+    return server
 
 
 async def _close(poller) -> None:

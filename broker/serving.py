@@ -27,7 +27,8 @@ Whatever that path does not take -- pipelined or partial requests, HTTP/1.0, `Co
 `Expect`, percent-escaped paths, anything malformed -- waitress gets exactly as it was read, so its
 behaviour is the reference for every edge case.
 
-This uses hooks of waitress 3.0 (pinned): `create_server(map=..., _dispatcher=...)`, the server's
+This uses hooks of waitress 3.0.2 (pinned; `WAITRESS_VERSION`, and any other version makes the
+broker serve through plain waitress instead, with a warning: broker/cli.py): `create_server(map=..., _dispatcher=...)`, the server's
 `channel_class`, `trigger` and `pull_trigger`, every dispatcher's `readable()`/`writable()` and the
 channel's `received`, `request`, `requests` and output buffers. `tests/integration/test_serving.py`
 fails if they stop working.
@@ -41,8 +42,9 @@ import time
 from collections.abc import Callable
 
 import httptools
+import orjson
 from waitress import create_server, wasyncore
-from waitress.channel import HTTPChannel
+from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import build_http_date
 
@@ -52,6 +54,7 @@ from waitress.utilities import build_http_date
 # served only after it.
 Responder = Callable[..., "tuple[str, list, bytes] | object | None"]
 LATER = object()
+WAITRESS_VERSION = "3.0.2"  # the version whose internals this module uses
 
 
 class _Parsed:
@@ -90,13 +93,40 @@ class _Parsed:
         self.complete = True
 
 
+# A connection awaiting a publish's answer holds what it sends meanwhile, up to this many bytes;
+# past them the socket is not read until the answer is out (TCP then slows the sender down).
+MAX_HELD_BYTES = 2 << 20
+# Bytes of answers queued for a client that does not read them (a dashboard tab left streaming
+# behind a stalled connection): past this the connection is dropped, freeing the thread writing.
+MAX_QUEUED_OUTPUT = 8 << 20
+# Request bodies larger than these are refused from their headers, before they are read: a publish
+# (1 MB, Azure's limit) and anything else (4 MB, Azure Resource Manager's).
+MAX_PUBLISH_BODY = 1 << 20
+MAX_OTHER_BODY = 4 << 20
+
+
 class _Channel(HTTPChannel):
     """A connection whose publish requests run on the I/O thread, right after they are read."""
 
     reader = 0  # the I/O thread's id while it is inside handle_read
     serve_here = False  # a request is ready and the dispatcher left it to us
     awaiting = False  # a publish read from the bytes will be answered later (LATER)
-    held = b""  # what arrived meanwhile: read on only after that answer (kept watched: no epoll churn)
+    held: list[bytes] | None = None  # what arrived meanwhile: served only after that answer
+    held_bytes = 0
+
+    def readable(self):
+        # Stops reading a connection that sent too much while its publish awaits its answer.
+        return (not self.awaiting or self.held_bytes < MAX_HELD_BYTES) and super().readable()
+
+    def write_soon(self, data):
+        if data and self.total_outbufs_len > MAX_QUEUED_OUTPUT:
+            # The client has not read megabytes of answers: it is gone or stalled. Dropping the
+            # connection frees the worker thread that would otherwise wait here for it.
+            self.will_close = True
+            self.close_when_flushed = False
+            self.handle_close()
+            raise ClientDisconnected(f"the client has not read {self.total_outbufs_len} bytes of answers")
+        return super().write_soon(data)
 
     def handle_read(self):
         self.reader = self.server.io_thread = threading.get_ident()
@@ -112,15 +142,43 @@ class _Channel(HTTPChannel):
 
     def received(self, data):
         if self.awaiting:  # the answer to the publish before it comes first
-            self.held += data
+            if self.held is None:
+                self.held = []
+            self.held.append(data)  # (joined once, when served: not copied on every read)
+            self.held_bytes += len(data)
             return True
         # The common publish -- one whole request in one read, on an idle keep-alive connection --
         # is answered straight from the bytes read. Anything else, or anything this does not
         # recognise, goes to waitress exactly as read.
-        if (self.server.respond is not None and data.startswith(b"POST ") and self.request is None and not self.requests
-                and not self.will_close and not self.close_when_flushed and self._answer(data)):
-            return True
+        if self.request is None and not self.requests and not self.will_close and not self.close_when_flushed:
+            if self.server.respond is not None and data.startswith(b"POST ") and self._answer(data):
+                return True
+            if self._refused(data):
+                return True
         return super().received(data)
+
+    def _refused(self, data: bytes) -> bool:
+        """Answers (and closes) a request whose head alone earns a refusal; see _refusal."""
+        end = data.find(b"\r\n\r\n", 0, 65536)
+        if end < 0:
+            return False  # a head split over reads: waitress's own limits apply
+        parsed = _Parsed()
+        try:
+            parsed.parser.feed_data(data[:end + 4])
+        except httptools.HttpParserError:
+            return False
+        finally:
+            parsed.parser = None
+        refusal = _refusal(data, parsed)
+        if refusal is None:
+            return False
+        self._refuse(refusal)
+        return True
+
+    def _refuse(self, refusal: tuple[str, list, bytes]) -> None:
+        self._send_answer(refusal)
+        self.will_close = True  # (RFC 9112 6.1: a message with both framings is answered, then closed)
+        self.close_when_flushed = True
 
     def _answer(self, data: bytes) -> bool:
         parsed = _Parsed()
@@ -130,9 +188,16 @@ class _Channel(HTTPChannel):
             return False  # waitress answers it with its own 400
         finally:
             parsed.parser = None  # (parser and callbacks refer to each other: no garbage cycle per request)
+        refusal = _refusal(data, parsed)
+        if refusal is not None:
+            self._refuse(refusal)
+            return True
         if not (parsed.complete and parsed.messages == 1 and parsed.simple):
             return False
-        url = httptools.parse_url(parsed.url)
+        try:
+            url = httptools.parse_url(parsed.url)
+        except httptools.HttpParserInvalidURLError:
+            return False  # an absolute target that does not parse: waitress answers it
         if b"%" in url.path:  # percent-escapes: waitress decodes PATH_INFO
             return False
         answer = self.server.respond(
@@ -154,7 +219,7 @@ class _Channel(HTTPChannel):
             return
         self._send_answer(answer)
         if self.held:
-            held, self.held = self.held, b""
+            held, self.held, self.held_bytes = b"".join(self.held), None, 0
             self.received(held)
         poller = self.server.poller
         if poller is not None and self._fileno is not None:
@@ -183,6 +248,36 @@ class _Channel(HTTPChannel):
             self.total_outbufs_len += len(response)
 
 
+def _refusal(data: bytes, parsed: _Parsed) -> tuple[str, list, bytes] | None:
+    """An answer for a request refused from its head alone: both Content-Length and
+    Transfer-Encoding (RFC 9112 6.1: ambiguous framing, a request-smuggling vector), or a body
+    larger than its path's limit (refused before it is read). None for anything else."""
+    headers = parsed.headers
+    if not headers:
+        return None
+    if "content-length" in headers and "transfer-encoding" in headers:
+        return _json_error(400, "BadRequest", "A request may not have both Content-Length and Transfer-Encoding.")
+    length = headers.get("content-length", "")
+    if length.isdigit():
+        path = data.split(b" ", 2)[1].split(b"?", 1)[0].decode("latin-1") if data.count(b" ") >= 2 else ""
+        limit = MAX_PUBLISH_BODY if _data_plane(path) else MAX_OTHER_BODY
+        if int(length) > limit:
+            return _json_error(413, "RequestEntityTooLarge", f"The request body is {length} bytes; the limit here is {limit} bytes.")
+    return None
+
+
+def _data_plane(path: str) -> bool:
+    from .ingress import is_data_plane  # (ingress imports this module)
+
+    return is_data_plane(path)
+
+
+def _json_error(status: int, code: str, message: str) -> tuple[str, list, bytes]:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    reason = {400: "Bad Request", 413: "Payload Too Large"}[status]
+    return f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")], body
+
+
 class _Dispatcher(ThreadedTaskDispatcher):
     def __init__(self, inline: Callable[[str, str], bool]) -> None:
         super().__init__()
@@ -205,7 +300,13 @@ def make_server(app, inline: Callable[[str, str], bool], threads: int, respond: 
     and `respond` answers those it can straight from the bytes read (see _Channel.received)."""
     dispatcher = _Dispatcher(inline)
     dispatcher.set_thread_count(threads)
+    adjustments.setdefault("max_request_body_size", MAX_OTHER_BODY)  # (past it waitress answers 413 itself)
     server = create_server(app, map=_Map(), _dispatcher=dispatcher, threads=threads, **adjustments)
+    if not hasattr(server, "pull_trigger"):  # waitress made one server per address the host resolved to
+        addresses = ", ".join(str(s.effective_host) for s in getattr(server, "map", {}).values() if hasattr(s, "effective_host"))
+        server.close()
+        raise ValueError(f"BROKER_HOST={adjustments.get('host')} resolves to several addresses ({addresses or 'IPv4 and IPv6'}); "
+                         "set it to one of them, e.g. 127.0.0.1 or ::1")
     server.channel_class = _Channel
     server.respond = respond
     server.io_thread = None

@@ -35,7 +35,9 @@ except ImportError:  # not built for this platform (Windows): asyncio's loop doe
     uvloop = None
 
 MAX_BODY_KEPT = 65536
+MAX_HEADER_BYTES = 65536  # of a subscriber's answer: more is a failed attempt, and the connection goes
 MAX_HEADS_KEPT = 4096  # distinct request heads remembered (a dynamic header value can make every one new)
+MAX_HEADS_BYTES = 4 << 20  # and their bytes (delivery attributes may hold 4 KB each)
 WATCH_SECONDS = 0.05
 _FRAMING = (b"content-length", b"transfer-encoding")  # headers that say where an answer's body ends  # how often requests in flight are checked against their deadline
 
@@ -55,6 +57,10 @@ class Response:
         if self.raw_headers is None:
             return None
         return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
+
+
+class _HeadersTooLarge(Exception):
+    """A subscriber's answer carries more header bytes than MAX_HEADER_BYTES."""
 
 
 class _Stale(ConnectionError):
@@ -77,6 +83,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._until_close = False  # the answer has no length: its body ends with the connection
         self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
         self._body: list[bytes] = []
         self._kept = 0
 
@@ -90,7 +97,9 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(ConnectionError(f"invalid HTTP response: {exc}"))
+            too_big = isinstance(exc.__context__, _HeadersTooLarge) or self._header_bytes > MAX_HEADER_BYTES
+            self._fail(ConnectionError(f"the answer's headers are larger than {MAX_HEADER_BYTES} bytes" if too_big
+                                       else f"invalid HTTP response: {exc}"))
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -108,6 +117,9 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:  # (raised out of feed_data: data_received fails the request)
+            raise _HeadersTooLarge()
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -167,6 +179,7 @@ class WebhookClient:
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._heads: dict[tuple, bytes] = {}  # request lines and headers by (method, target, *headers), see _head
+        self._heads_bytes = 0
         self._busy: set[_Connection] = set()
         self._watchdog: asyncio.Task | None = None
         # Local subscribers often use self-signed certificates; the emulator only ever talks to the
@@ -258,9 +271,11 @@ class WebhookClient:
             count = len(headers)
             if text.count("\n") != count or text.count("\r") != count or "\0" in text or ":" in "".join(headers):
                 raise ValueError(f"illegal header in {list(headers)}")
-            if len(self._heads) >= MAX_HEADS_KEPT:
+            if len(self._heads) >= MAX_HEADS_KEPT or self._heads_bytes > MAX_HEADS_BYTES:
                 self._heads.clear()
+                self._heads_bytes = 0
             lines = self._heads[key] = b"%s %s%s" % (method.encode("ascii"), target, text.encode("latin-1"))  # UnicodeEncodeError is a ValueError
+            self._heads_bytes += len(lines)
         return lines + (b"\r\n" if length is None else b"Content-Length: %d\r\n\r\n" % length)
 
     async def _open(self, origin: tuple[str, str, int]) -> _Connection:
