@@ -35,6 +35,7 @@ import orjson
 from . import codec, schemas
 from .deadletters import BlobWriter, record
 from .events import CLOUDEVENT_SCHEMA, Event
+from .headers import wire_value
 from .resources import DOMAIN
 from .retry import classify
 from .store import Claimed, Outcome, Store, StoreClosed
@@ -576,7 +577,7 @@ class Dispatcher:
         for attr in sub.attributes:
             value = attr.static if attr.static is not None else _lookup(envelope, attr.source_field)
             if value is not None:
-                headers[attr.name] = value if isinstance(value, str) else orjson.dumps(value).decode()
+                headers[attr.name] = wire_value(value if isinstance(value, str) else orjson.dumps(value).decode())
         return headers
 
     def _finish(self, sub: Subscription, outcomes: list[Outcome], claimed: list[Claimed], attempted: bool) -> None:

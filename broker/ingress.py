@@ -42,6 +42,7 @@ MAX_NAMESPACE_EVENTS = 1000  # Azure's limit per publish to a namespace topic
 
 # API versions the official SDKs sent when this was written. Any other version is accepted and
 # logged once: an emulator that rejects the SDK's next api-version breaks its users' builds.
+MAX_API_VERSIONS_NOTED = 32
 KNOWN_API_VERSIONS = frozenset({"2018-01-01", "2023-06-01-preview", "2023-11-01", "2024-06-01"})
 
 
@@ -240,7 +241,9 @@ class PublishMiddleware:
 
     def _note_version(self, version: str | None) -> None:
         seen = self.engine.seen_api_versions
-        if version and version not in KNOWN_API_VERSIONS and version not in seen:
+        # Bounded: a client sending a new api-version on every request must not grow the set or
+        # the log without limit; past the bound further unknown versions are accepted silently.
+        if version and version not in KNOWN_API_VERSIONS and version not in seen and len(seen) < MAX_API_VERSIONS_NOTED:
             seen.add(version)
             log.warning("accepting an api-version this emulator has not seen before", extra={"api_version": version})
 

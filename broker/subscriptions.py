@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import headers
 from .errors import ApiError, bad_request
 from .events import CLOUDEVENT_SCHEMA, CUSTOM_INPUT_SCHEMA, CUSTOM_SCHEMA, EVENTGRID_SCHEMA, SCHEMAS
 from .filters import EventFilter, FilterError, compile_filter
@@ -299,12 +300,22 @@ def _attributes(mappings: Any) -> tuple[DeliveryAttribute, ...]:
     if not isinstance(mappings, list) or len(mappings) > MAX_DELIVERY_ATTRIBUTES:
         raise bad_request(f"'{target}' must be a list of at most {MAX_DELIVERY_ATTRIBUTES} mappings.", "InvalidRequestBody", target)
     out = []
+    seen: set[str] = set()
     for i, m in enumerate(mappings):
         where = f"{target}[{i}]"
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"].strip():
             raise bad_request(f"'{where}' needs a non-empty name.", "InvalidRequestBody", where)
+        problem = headers.name_problem(m["name"])
+        if problem:
+            raise bad_request(f"'{where}.name' ({m['name']!r}) {problem}.", "InvalidDeliveryAttribute", f"{where}.name")
+        if m["name"].lower() in seen:
+            raise bad_request(f"'{where}.name' ({m['name']!r}) is mapped twice.", "InvalidDeliveryAttribute", f"{where}.name")
+        seen.add(m["name"].lower())
         props = m.get("properties") or {}
         if m.get("type") == "Static" and isinstance(props.get("value"), str):
+            problem = headers.value_problem(props["value"])
+            if problem:
+                raise bad_request(f"'{where}.properties.value' {problem}.", "InvalidDeliveryAttribute", f"{where}.properties.value")
             out.append(DeliveryAttribute(m["name"], static=props["value"]))
         elif m.get("type") == "Dynamic" and isinstance(props.get("sourceField"), str) and props["sourceField"]:
             out.append(DeliveryAttribute(m["name"], source_field=props["sourceField"]))

@@ -73,6 +73,17 @@ def test_unknown_api_version_is_accepted(client):
     assert client.post("/api/events?api-version=2099-01-01", json=event).status_code == 200
 
 
+def test_a_new_api_version_on_every_request_grows_nothing(client, engine, caplog):
+    from broker.ingress import MAX_API_VERSIONS_NOTED
+
+    event = [{"id": "1", "subject": "s", "eventType": "T", "eventTime": "2026-01-01T00:00:00Z", "data": {}, "dataVersion": "1"}]
+    with caplog.at_level("WARNING", logger="broker"):
+        for i in range(MAX_API_VERSIONS_NOTED + 20):
+            assert client.post(f"/api/events?api-version=2099-01-{i:03d}", json=event).status_code == 200
+    assert len(engine.seen_api_versions) == MAX_API_VERSIONS_NOTED
+    assert sum("api-version" in r.getMessage() for r in caplog.records) == MAX_API_VERSIONS_NOTED
+
+
 def test_oversized_request_is_413(client):
     event = [{"id": "1", "subject": "s", "eventType": "T", "eventTime": "2026-01-01T00:00:00Z", "data": "x" * (1024 * 1024 + 10), "dataVersion": "1"}]
     resp = client.post("/api/events", json=event)

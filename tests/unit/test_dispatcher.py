@@ -211,6 +211,49 @@ def test_static_and_dynamic_delivery_attributes_become_headers(engine, client, f
     assert len(engine.registry.subscription("default", "static-only").headers_kept) == 1
 
 
+@pytest.mark.parametrize("name", ["Content-Length", "host", "Transfer-Encoding", "aeg-delivery-count", "AEG-Custom",
+                                  "X Space", "X-Ünï", "X:colon", ""])
+def test_a_delivery_property_may_not_name_a_framing_or_broker_header(client, name):
+    body = {"properties": {"destination": {"endpointType": "WebHook", "properties": {
+        "endpointUrl": "http://sub.test/e", "skipValidation": True,
+        "deliveryAttributeMappings": [{"name": name, "type": "Static", "properties": {"value": "1"}}]}}}}
+    resp = client.put("/topics/default/eventSubscriptions/bad-props", json=body)
+    assert resp.status_code == 400, resp.json
+    assert "deliveryAttributeMappings[0]" in resp.json["error"]["message"]
+    assert client.get("/topics/default/eventSubscriptions/bad-props").status_code == 404  # nothing half-applied
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "nul\0", "x" * 4097])
+def test_a_static_delivery_property_value_must_be_one_short_header_line(client, value):
+    body = {"properties": {"destination": {"endpointType": "WebHook", "properties": {
+        "endpointUrl": "http://sub.test/e", "skipValidation": True,
+        "deliveryAttributeMappings": [{"name": "X-Ok", "type": "Static", "properties": {"value": value}}]}}}}
+    resp = client.put("/topics/default/eventSubscriptions/bad-value", json=body)
+    assert resp.status_code == 400 and "properties.value" in resp.json["error"]["message"]
+
+
+def test_the_same_delivery_property_twice_is_refused(client):
+    maps = [{"name": n, "type": "Static", "properties": {"value": "1"}} for n in ("X-A", "x-a")]
+    body = {"properties": {"destination": {"endpointType": "WebHook", "properties": {
+        "endpointUrl": "http://sub.test/e", "skipValidation": True, "deliveryAttributeMappings": maps}}}}
+    assert client.put("/topics/default/eventSubscriptions/twice", json=body).status_code == 400
+
+
+def test_a_dynamic_delivery_property_is_cleaned_not_sent_raw(engine, client, fake):
+    subscribe(client, dest={"deliveryAttributeMappings": [
+        {"name": "X-Subject", "type": "Dynamic", "properties": {"sourceField": "subject"}},
+        {"name": "X-Note", "type": "Dynamic", "properties": {"sourceField": "data.note"}}]})
+    event = {"id": "d1", "subject": "a\r\nX-Injected: yes\0", "eventType": "NewOrder", "eventTime": "2026-01-01T00:00:00Z",
+             "data": {"note": "ü€" + "y" * 5000}, "dataVersion": "1"}
+    assert client.post("/api/events", json=[event]).status_code == 200
+    dispatch(engine)
+    [sent] = fake.requests
+    assert sent["headers"]["X-Subject"] == "a  X-Injected: yes"
+    assert "X-Injected" not in sent["headers"]
+    note = sent["headers"]["X-Note"].encode("latin-1")  # what goes on the wire
+    assert len(note) == 4096 and note.decode("utf-8").startswith("ü€y")
+
+
 def test_filters_decide_fan_out_at_publish_time(engine, client, fake):
     subscribe(client, name="only-orders", filter={"includedEventTypes": ["NewOrder"]})
     subscribe(client, name="big-orders", filter={"advancedFilters": [{"operatorType": "NumberGreaterThan", "key": "data.orderId", "value": 5}]})
