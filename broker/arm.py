@@ -22,7 +22,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import management
 from .api import json_object
-from .errors import ApiError
+from .errors import ApiError, bad_request
 from .kinds import APIS, Request, location_of, not_found, tags_of
 from .resources import CHILDREN, DOMAIN_TOPIC, SCOPES, SUBSCRIPTION, TOP, TOPIC, Kind, Resource, check_name
 
@@ -282,6 +282,8 @@ def _subscription(eng, target: Target, scope: Resource | None, name: str, method
         if sub is None:
             raise _no_subscription(name, scope)
         if target.action == "getfullurl":
+            if sub.queue is not None:
+                raise bad_request("getFullUrl applies to WebHook destinations; this one is a StorageQueue.", "InvalidEndpointType")
             return jsonify({"endpointUrl": sub.endpoint})
         return jsonify({"value": sub.spec["destination"].get("properties", {}).get("deliveryAttributeMappings", [])})
     if method == "GET":

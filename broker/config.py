@@ -35,6 +35,7 @@ ENV: dict[str, tuple[str, str, str]] = {
     "BROKER_RESOURCE_GROUP": ("resource_group", "eventgrid-emulator", "Resource group in the ARM topic path."),
     "BROKER_ALLOWED_HOSTS": ("allowed_hosts", "", "More host names the broker answers to, comma-separated (`*`: any); loopback names, IP addresses and its own names always work (docs/security.md)."),
     "BROKER_MANAGEMENT_KEY": ("management_key", "", "When set, the management API and the dashboard need it (`Authorization: Bearer <key>`, or open /?key=<key>); publishing keeps its own keys."),
+    "BROKER_STORAGE_CONNECTION_STRING": ("storage_connection_string", "", "Azure Storage account for StorageQueue destinations and StorageBlob dead letters (`UseDevelopmentStorage=true`: Azurite on 127.0.0.1); without it dead letters are files under the data dir."),
     "LOG_LEVEL": ("log_level", "INFO", "Log level of the JSON logs (DEBUG, INFO, WARNING, ...)."),
 }
 
@@ -64,6 +65,7 @@ class Config:
     resource_group: str = "eventgrid-emulator"
     allowed_hosts: str = ""
     management_key: str = ""
+    storage_connection_string: str = ""
     log_level: str = "INFO"
 
     @classmethod

@@ -133,7 +133,7 @@ def _subscription(sub, counts: dict[str, int]) -> dict[str, Any]:
         "url": sub.short_path,
         "mode": sub.mode,  # push | queue (a namespace topic's subscription the application pulls from)
         "lockSeconds": sub.lock_seconds if sub.mode == "queue" else None,
-        "endpoint": sub.endpoint,
+        "endpoint": sub.endpoint if sub.queue is None else f"Storage queue {sub.queue.queue_name}",
         "filter": sub.spec.get("filter") or sub.spec.get("filtersConfiguration") or {},
         "deliverySchema": sub.delivery_schema or "same as input",
         "state": sub.state,

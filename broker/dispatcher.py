@@ -38,8 +38,10 @@ from .events import CLOUDEVENT_SCHEMA, Event
 from .headers import wire_value
 from .resources import DOMAIN
 from .retry import classify
+from .storage import StorageAccount
 from .store import Claimed, Outcome, Store, StoreClosed
 from .subscriptions import Subscription
+from .webhook import Response
 
 log = logging.getLogger("broker.dispatcher")
 
@@ -192,7 +194,8 @@ class Dispatcher:
         self.config = config
         self.metrics = metrics
         self.feed = feed
-        self.blobs = BlobWriter(config.data_dir)
+        self.storage = StorageAccount.from_config(config)  # None without BROKER_STORAGE_CONNECTION_STRING
+        self.blobs = BlobWriter(config.data_dir, self.storage)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -228,6 +231,8 @@ class Dispatcher:
             self._thread.join(timeout)
         with self._lock:  # requests in flight finish (their workers take no new ones)
             self._all_idle.wait_for(lambda: self._workers == 0, timeout)
+        if self.storage is not None:
+            self.storage.close()
 
     @property
     def running(self) -> bool:
@@ -497,10 +502,14 @@ class Dispatcher:
         schema = sub.schema_for(events[0].input_schema)
         parts = [e.rendered(sub.schema_for(e.input_schema), topic_path(sub, e.topic)) for e in events]
         single_ce = schema == CLOUDEVENT_SCHEMA and sub.max_events_per_batch == 1
-        body = parts[0] if single_ce else b"[" + b",".join(parts) + b"]"
         headers = self._headers(sub, events[0], parts[0], schema, live[0].attempts, single_ce)
-
-        resp = await self.client.deliver(sub.endpoint, body, headers, self.config.delivery_timeout)
+        if sub.queue is None:
+            body = parts[0] if single_ce else b"[" + b",".join(parts) + b"]"
+            resp = await self.client.deliver(sub.endpoint, body, headers, self.config.delivery_timeout)
+        elif self.storage is None:  # the broker restarted without its storage account: retried until it is back
+            resp = Response(None, 0.0, error="no storage account: BROKER_STORAGE_CONNECTION_STRING is not set")
+        else:  # a Storage queue message holds one event, never an array
+            resp = await self.storage.enqueue(sub.queue.queue_name, parts[0], sub.queue.message_ttl)
         done = self.clock.now()
         verdict = classify(resp.status)
         if verdict == "retry":
@@ -638,7 +647,7 @@ class Dispatcher:
                 row = self.deliveries.dead_letter(sub.id, delivery)
                 if row is None:  # redelivered or purged in the meantime
                     continue
-                self.blobs.write(sub.scope.label, sub.name, o.at, [dead_letter_record(row, sub)])
+                self.blobs.write(sub.scope.label, sub.name, o.at, [dead_letter_record(row, sub)], sub.dead_letter_container)
 
 
 def dead_letter_record(row: dict, sub: Subscription) -> dict:

@@ -145,6 +145,10 @@ class Engine:
         Returns (subscription, created). Raises ApiError(400) if the handshake fails.
         """
         sub = parse(scope, name, body)
+        if sub.queue is not None and self.dispatcher.storage is None:
+            raise ApiError(400, "InvalidEndpointType", "StorageQueue destinations need a storage account: start the broker with "
+                           "BROKER_STORAGE_CONNECTION_STRING (UseDevelopmentStorage=true for Azurite).",
+                           [{"code": "InvalidEndpointType", "message": "No storage account is configured.", "target": "properties.destination.endpointType"}])
         input_schema = scope.input_schema
         if input_schema != "Auto" and not schemas.delivery_supported(input_schema, sub.schema_for(input_schema)):
             raise ApiError(400, "InvalidDeliverySchema", f"Events of '{scope.label}' arrive as {input_schema} and "

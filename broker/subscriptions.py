@@ -1,6 +1,6 @@
 """Event subscriptions: the Azure ARM-shaped spec, validated into what the dispatcher needs.
 
-A subscription body looks like Azure's (only WebHook destinations are emulated):
+A subscription body looks like Azure's (WebHook and StorageQueue destinations are emulated):
 
     {"properties": {
         "destination": {"endpointType": "WebHook", "properties": {
@@ -12,6 +12,13 @@ A subscription body looks like Azure's (only WebHook destinations are emulated):
         "eventDeliverySchema": "EventGridSchema",
         "retryPolicy": {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440},
         "deadLetterDestination": {"endpointType": "StorageBlob", "properties": {"blobContainerName": "deadletter"}}}}
+
+or, for a Storage queue (needs BROKER_STORAGE_CONNECTION_STRING; the account of `resourceId` is
+the one of the connection string):
+
+        "destination": {"endpointType": "StorageQueue", "properties": {
+            "resourceId": "/subscriptions/.../providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+            "queueName": "orders", "queueMessageTimeToLiveInSeconds": 300}}   # -1: forever
 """
 
 from __future__ import annotations
@@ -46,6 +53,14 @@ class DeliveryAttribute:
     source_field: str | None = None  # dotted path into the event, e.g. "data.orderId"
 
 
+@dataclass(frozen=True, slots=True)
+class QueueTarget:
+    """A StorageQueue destination."""
+
+    queue_name: str
+    message_ttl: int | None  # seconds, -1 forever; None: the storage service's default (7 days)
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
     scope: Resource  # the topic, domain, domain topic or namespace topic it belongs to
@@ -65,6 +80,8 @@ class Subscription:
     validation_code: str | None = None
     mode: str = "push"  # push: the broker delivers it; queue: a namespace queue the application pulls from
     lock_seconds: int = 60  # a queue's receiveLockDurationInSeconds
+    queue: QueueTarget | None = None  # a StorageQueue destination; None: a webhook (or a namespace queue)
+    dead_letter_container: str | None = None  # a StorageBlob dead-letter destination's blobContainerName
     id: int = 0  # its resource id, once saved (deliveries refer to it)
     created_at: float = 0.0
     deleted: bool = False  # set before its deletion is written: no publish routes to it from then on
@@ -141,7 +158,11 @@ def parse(scope: Resource, name: str, body: Any) -> Subscription:
         return _namespace_subscription(scope, name, props)
 
     destination = _obj(props.get("destination"), "properties.destination", required=True)
-    hook = _webhook(destination, "properties.destination")
+    queue = None
+    if destination.get("endpointType") == "StorageQueue":
+        hook, queue = _storage_queue(destination, "properties.destination")
+    else:
+        hook = _webhook(destination, "properties.destination")
 
     schema = props.get("eventDeliverySchema")
     allowed = (*SCHEMAS, CUSTOM_SCHEMA) if scope.input_schema == CUSTOM_INPUT_SCHEMA else SCHEMAS
@@ -154,12 +175,11 @@ def parse(scope: Resource, name: str, body: Any) -> Subscription:
         _int(retry_spec.get("eventTimeToLiveInMinutes", 1440), TTL_MINUTES_RANGE, "properties.retryPolicy.eventTimeToLiveInMinutes"),
     )
     dead_letter = props.get("deadLetterDestination") is not None
-    if dead_letter:
-        _obj(props["deadLetterDestination"], "properties.deadLetterDestination")
+    container = _dead_letter_container(props.get("deadLetterDestination"), "properties.deadLetterDestination") if dead_letter else None
     compiled = _filter(props.get("filter"), "properties.filter")
 
     spec = {
-        "destination": {"endpointType": "WebHook", "properties": hook.spec},
+        "destination": {"endpointType": "StorageQueue" if queue else "WebHook", "properties": hook.spec},
         "filter": props.get("filter") or {},
         "retryPolicy": {"maxDeliveryAttempts": retry.max_delivery_attempts, "eventTimeToLiveInMinutes": retry.event_ttl_minutes},
     }
@@ -172,7 +192,7 @@ def parse(scope: Resource, name: str, body: Any) -> Subscription:
     return Subscription(
         scope=scope, name=name, endpoint=hook.endpoint, delivery_schema=schema, max_events_per_batch=hook.batch,
         preferred_batch_bytes=hook.batch_bytes, attributes=hook.attributes, retry=retry, dead_letter=dead_letter,
-        skip_validation=hook.skip_validation, filter=compiled, spec=spec,
+        skip_validation=hook.skip_validation, filter=compiled, spec=spec, queue=queue, dead_letter_container=container,
     )
 
 
@@ -186,11 +206,52 @@ class _Hook:
     skip_validation: bool
 
 
+# Azure Storage's names for queues and blob containers: 3-63 lower-case letters, digits and single
+# hyphens, starting and ending with a letter or digit.
+_STORAGE_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", re.ASCII)
+_STORAGE_ACCOUNT_ID = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Storage/storageAccounts/[^/]+", re.ASCII | re.I)
+
+
+def _storage_name(value: Any, what: str, target: str) -> str:
+    if not isinstance(value, str) or not _STORAGE_NAME.fullmatch(value):
+        raise bad_request(f"'{target}' must be a {what} name: 3-63 lower-case letters, digits and single hyphens, "
+                          "starting and ending with a letter or digit.", "InvalidRequestBody", target)
+    return value
+
+
+def _storage_queue(destination: dict, target: str) -> tuple[_Hook, QueueTarget]:
+    """A StorageQueue destination: one event per message, no batching, no handshake."""
+    dest = _obj(destination.get("properties"), f"{target}.properties", required=True)
+    resource = dest.get("resourceId")
+    if not isinstance(resource, str) or not _STORAGE_ACCOUNT_ID.fullmatch(resource):
+        raise bad_request(f"'{target}.properties.resourceId' must be a storage account's resource id "
+                          "(/subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/{account}).",
+                          "InvalidRequestBody", f"{target}.properties.resourceId")
+    queue = _storage_name(dest.get("queueName"), "queue", f"{target}.properties.queueName")
+    ttl = dest.get("queueMessageTimeToLiveInSeconds")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or (ttl <= 0 and ttl != -1)):
+        raise bad_request(f"'{target}.properties.queueMessageTimeToLiveInSeconds' must be a positive number of seconds, "
+                          "or -1 for messages that never expire.", "InvalidRequestBody", f"{target}.properties.queueMessageTimeToLiveInSeconds")
+    return _Hook(f"storagequeue://{queue}", dest, 1, 65536, (), True), QueueTarget(queue, ttl)
+
+
+def _dead_letter_container(spec: Any, target: str) -> str | None:
+    """A StorageBlob dead-letter destination's container (None: none named; the files under the
+    data dir take the dead letters)."""
+    spec = _obj(spec, target)
+    kind = spec.get("endpointType", "StorageBlob")
+    if kind != "StorageBlob":
+        raise bad_request(f"'{target}.endpointType' must be StorageBlob.", "InvalidRequestBody", f"{target}.endpointType")
+    name = _obj(spec.get("properties"), f"{target}.properties").get("blobContainerName")
+    return None if name is None else _storage_name(name, "blob container", f"{target}.properties.blobContainerName")
+
+
 def _webhook(destination: dict, target: str) -> _Hook:
     """A WebHook destination's settings (`target` names where it sits in the body)."""
     endpoint_type = destination.get("endpointType", "WebHook")
     if endpoint_type != "WebHook":
-        raise bad_request(f"endpointType '{endpoint_type}' is not supported by the emulator; use WebHook.", "InvalidEndpointType", f"{target}.endpointType")
+        raise bad_request(f"endpointType '{endpoint_type}' is not supported by the emulator; use WebHook or StorageQueue.",
+                          "InvalidEndpointType", f"{target}.endpointType")
     dest = _obj(destination.get("properties"), f"{target}.properties", required=True)
     endpoint = validate_endpoint(dest.get("endpointUrl"), f"{target}.properties.endpointUrl")
     batch = _int(dest.get("maxEventsPerBatch", 1), MAX_EVENTS_PER_BATCH, f"{target}.properties.maxEventsPerBatch")
@@ -247,8 +308,11 @@ def _namespace_subscription(scope: Resource, name: str, props: dict) -> Subscrip
                           f"({retention // 86400} day(s)).", "InvalidRequestBody", f"{where}.eventTimeToLive")
     max_count = _int(settings.get("maxDeliveryCount", 10), MAX_DELIVERY_COUNT_RANGE, f"{where}.maxDeliveryCount")
     dead = settings.get("deadLetterDestinationWithResourceIdentity")
+    container = None
     if dead is not None:
-        _obj(dead, f"{where}.deadLetterDestinationWithResourceIdentity")
+        dead_where = f"{where}.deadLetterDestinationWithResourceIdentity"
+        inner = _obj(dead, dead_where).get("deadLetterDestination")
+        container = _dead_letter_container(inner, f"{dead_where}.deadLetterDestination") if inner is not None else None
     filters = _obj(props.get("filtersConfiguration"), "properties.filtersConfiguration")
     compiled = _filter({"includedEventTypes": filters.get("includedEventTypes"), "advancedFilters": filters.get("filters") or []},
                        "properties.filtersConfiguration")
@@ -260,13 +324,13 @@ def _namespace_subscription(scope: Resource, name: str, props: dict) -> Subscrip
         return Subscription(
             scope=scope, name=name, endpoint="", delivery_schema=CLOUDEVENT_SCHEMA, max_events_per_batch=1, preferred_batch_bytes=65536,
             attributes=(), retry=retry, dead_letter=dead is not None, skip_validation=True, filter=compiled, spec=spec,
-            mode="queue", lock_seconds=lock,
+            mode="queue", lock_seconds=lock, dead_letter_container=container,
         )
     hook = _webhook(_obj(settings.get("destination"), f"{where}.destination", required=True), f"{where}.destination")
     return Subscription(
         scope=scope, name=name, endpoint=hook.endpoint, delivery_schema=CLOUDEVENT_SCHEMA, max_events_per_batch=hook.batch,
         preferred_batch_bytes=hook.batch_bytes, attributes=hook.attributes, retry=retry, dead_letter=dead is not None,
-        skip_validation=hook.skip_validation, filter=compiled, spec=spec,
+        skip_validation=hook.skip_validation, filter=compiled, spec=spec, dead_letter_container=container,
     )
 
 

@@ -9,17 +9,15 @@ a recording webhook received.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.integration.arm_support import Arm, domain_id, domain_topic_id, topic_id
+from tests.integration.npm_support import npm_ci
 from tests.integration.processes import REPO
 from tests.integration.sdk_support import RecordingSubscriber, wire
 
@@ -27,29 +25,12 @@ pytestmark = pytest.mark.integration
 
 JS = REPO / "tests" / "js"
 NODE_TIMEOUT = 60.0
-NPM_TIMEOUT = 300.0
 CREDENTIALS = ["key", "sas"]
 
 
 @pytest.fixture(scope="session")
 def node_modules(request) -> Path:
-    """The lockfile's packages, installed with `npm ci` once per lockfile into the pytest cache."""
-    for tool in ("node", "npm"):
-        assert shutil.which(tool), f"{tool} is not on PATH: the JavaScript SDK tests need Node.js"
-    lock = (JS / "package-lock.json").read_bytes()
-    cache = request.config.cache.mkdir("js-sdk")
-    target = cache / hashlib.sha256(lock).hexdigest()[:16]
-    if not (target / "node_modules" / "@azure" / "eventgrid").is_dir():
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            staged = Path(tmp) / "install"
-            staged.mkdir()
-            for name in ("package.json", "package-lock.json"):
-                shutil.copy(JS / name, staged / name)
-            result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=staged,
-                                    capture_output=True, text=True, timeout=NPM_TIMEOUT)
-            assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-            staged.rename(target)  # atomic: a half-installed tree is never taken for a finished one
-    return target / "node_modules"
+    return npm_ci(request.config, JS, "@azure/eventgrid")
 
 
 @pytest.fixture(scope="module")

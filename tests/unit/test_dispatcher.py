@@ -110,7 +110,7 @@ def test_failed_attempt_is_rescheduled_on_azures_first_retry_delay(engine, clien
 @pytest.mark.parametrize("status, reason", [(400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (413, "RequestEntityTooLarge")])
 def test_non_retryable_status_dead_letters_after_one_attempt(engine, client, fake, status, reason):
     fake.statuses = [status]
-    subscribe(client, deadLetterDestination={"endpointType": "StorageBlob", "properties": {"blobContainerName": "dl"}})
+    subscribe(client, deadLetterDestination={"endpointType": "StorageBlob", "properties": {"blobContainerName": "deadletters"}})
     publish(client)
     dispatch(engine)
     (row,) = engine.store.read("SELECT status, attempts, dead_letter_reason FROM deliveries")
