@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from azure.core.messaging import CloudEvent
+from azure.mgmt.eventgrid import EventGridManagementClient
+from azure.mgmt.eventgrid import models as m
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueServiceClient
 
+from tests.integration.arm_support import LOCATION, RESOURCE_GROUP, SUBSCRIPTION_ID, NoCredential, topic_id
 from tests.integration.azurite_support import PACKAGE, Azurite
 from tests.integration.npm_support import npm_ci
 from tests.integration.processes import Broker, always, event, free_port
@@ -113,6 +116,27 @@ def test_a_missing_queue_is_retried_until_it_exists(broker, queues):
     [message] = messages(queues, "late-queue", 1)
     assert orjson.loads(message.content)["id"] == "late-1"
     wait_until(lambda: broker.statuses("default", "late-queue") == {"delivered": 1}, TIMEOUT, "delivered")
+
+
+def test_infrastructure_code_wires_a_topic_to_a_queue_through_the_management_sdk(broker, queues):
+    queues.create_queue("mgmt-orders")
+    off = {"enforce_https": False}  # plain http: azure-core sends bearer tokens over TLS only otherwise
+    with EventGridManagementClient(NoCredential(), SUBSCRIPTION_ID, base_url=broker.url) as arm:
+        arm.topics.begin_create_or_update(RESOURCE_GROUP, "mgmt-to-queue", m.Topic(location=LOCATION), **off).result()
+        destination = m.StorageQueueEventSubscriptionDestination(resource_id=ACCOUNT_ID, queue_name="mgmt-orders",
+                                                                 queue_message_time_to_live_in_seconds=-1)
+        sub = arm.event_subscriptions.begin_create_or_update(
+            topic_id("mgmt-to-queue"), "to-queue", m.EventSubscription(destination=destination), **off).result()
+        assert sub.provisioning_state == "Succeeded"
+        assert isinstance(sub.destination, m.StorageQueueEventSubscriptionDestination)
+        assert (sub.destination.queue_name, sub.destination.queue_message_time_to_live_in_seconds) == ("mgmt-orders", -1)
+        key = arm.topics.list_shared_access_keys(RESOURCE_GROUP, "mgmt-to-queue", **off).key1
+    resp = broker.request("POST", "/topics/mgmt-to-queue/api/events", json=[event("NewOrder", event_id="mgmt-1")],
+                          headers={"aeg-sas-key": key})
+    assert resp.status_code == 200, resp.text
+    [message] = messages(queues, "mgmt-orders", 1)
+    assert orjson.loads(message.content)["id"] == "mgmt-1"
+    assert message.expires_on.year == 9999  # -1: never expires
 
 
 def test_a_rejected_webhook_event_is_dead_lettered_into_the_container(broker, blobs, webhook):
