@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in chosen:
             began = time.monotonic()
             runs: dict[str, list[dict]] = {target: [] for target in targets}
-            each = dataclasses.replace(s, duration=s.duration / scenario.rounds)
+            each = dataclasses.replace(s, duration=s.duration * scenario.span / scenario.rounds)
             for n in range(scenario.rounds):
                 for target in targets:
                     if runs[target] and "error" in runs[target][-1]:

@@ -52,7 +52,7 @@ def _is_ip(name: str) -> bool:
 
 def own_names(extra: str = "", public_url: str = "") -> frozenset[str]:
     """The host names the broker answers to."""
-    names = {"localhost"}
+    names = {"localhost", "127.0.0.1", "::1"}  # found by a set lookup before any address is parsed
     for name in (socket.gethostname(), socket.getfqdn()):
         if name:
             names.add(name.lower())
@@ -76,7 +76,7 @@ class Guard:
         if not host or "*" in self.allowed:
             return True  # (HTTP/1.0 without Host: no browser sends that)
         name = _host_name(host)
-        return _is_ip(name) or name in self.allowed or name.endswith(".localhost")
+        return name in self.allowed or _is_ip(name) or name.endswith(".localhost")
 
     def check(self, method: str, path: str, headers: dict[str, str], data_plane: bool) -> ApiError | None:
         """The refusal a request gets, or None. `headers` by lower-case name."""

@@ -56,6 +56,17 @@ def test_rounds_are_merged_into_the_mean_of_each_number():
     assert merge_rounds([rounds[0], {"error": "boom"}]) == {"error": "boom"}
 
 
+def test_a_round_that_did_not_drain_leaves_no_mean_time_to_drain():
+    rounds = [{"drain_s": 0.5, "backlog_at_end": 10}, {"drain_s": None, "backlog_at_end": 30}]
+    merged = merge_rounds(rounds)
+    assert merged["drain_s"] is None and merged["backlog_at_end"] == 20
+
+
+def test_a_flood_runs_each_round_for_the_whole_duration():
+    flood = BY_NAME["flood"]
+    assert flood.rounds == 3 and flood.span == flood.rounds
+
+
 def test_the_15x_row_takes_the_targets_in_turn():
     assert BY_NAME["ingress-subscribed"].rounds > 1
     assert Settings().duration / BY_NAME["ingress-subscribed"].rounds >= 1.0  # each round still measures a second or more
