@@ -149,7 +149,7 @@ class LiveBroker:
         return resp.json()
 
 
-def start_broker(processes: Processes, *, https: bool = False) -> LiveBroker:
+def start_broker(processes: Processes, *, https: bool = False, **more_env: Any) -> LiveBroker:
     """Start the broker through `processes` (which kills its process group at teardown and shows
     its log tail when a test fails), with the settings these tests rely on."""
     port = free_port()
@@ -160,6 +160,7 @@ def start_broker(processes: Processes, *, https: bool = False) -> LiveBroker:
         "BROKER_VALIDATION_TIMEOUT": 5,
         "BROKER_DELIVERY_TIMEOUT": 5,
         "LOG_LEVEL": "WARNING",
+        **more_env,
     }
     if https_port:
         env["BROKER_HTTPS_PORT"] = https_port
