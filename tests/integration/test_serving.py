@@ -14,7 +14,7 @@ import requests
 import uvloop
 
 from broker.ingress import is_publish
-from broker.serving import LATER, make_server, serve_on_loop
+from broker.serving import LATER, MAX_QUEUED_OUTPUT, make_server, serve_on_loop
 from tests.integration.processes import event
 from tests.waiting import wait_until
 
@@ -28,16 +28,29 @@ class Recorder:
         self.threads: dict[str, str] = {}
         self.release = threading.Event()
         self.slow_started = threading.Event()
+        self.streamed = 0  # chunks /stream has yielded
+        self.stream_ended = threading.Event()
 
     def __call__(self, environ, start_response):
         path = environ["PATH_INFO"]
         self.threads[path] = threading.current_thread().name
+        if path == "/stream":  # a live feed, as the dashboard's: it ends only when writing fails
+            start_response("200 OK", [("Content-Type", "text/event-stream")])
+            return self._stream()
         if path == "/slow":
             self.slow_started.set()
             self.release.wait(10)
         body = path.encode() * (5_000_000 if path == "/big" else 1)
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
+
+    def _stream(self):
+        try:
+            for n in range(1, 2001):  # 125 MB at the most: the test bounds itself
+                self.streamed = n
+                yield b"x" * 65536
+        finally:
+            self.stream_ended.set()
 
 
 class Served:
@@ -135,6 +148,25 @@ def test_a_large_answer_written_by_a_worker_is_sent_to_the_end(served):
         sock.sendall(request("GET", "/big") + request("POST", "/api/events", b"[]"))
         assert read_answers(sock, 2) == [b"/big" * 5_000_000, b"/api/events"]
     assert app.threads["/big"] != "io-thread"
+
+
+def test_a_client_that_stops_reading_a_stream_frees_the_worker_writing_it(served):
+    """Past MAX_QUEUED_OUTPUT bytes of unread answers the connection is dropped, so the worker's
+    next write fails and the stream's generator ends, instead of the worker waiting forever."""
+    app, port = served
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", int(port)))
+    try:
+        stalled.sendall(request("GET", "/stream"))  # and never read
+        assert app.stream_ended.wait(15), f"the stream still runs after {app.streamed} chunks"
+        assert app.streamed * 65536 < MAX_QUEUED_OUTPUT + (16 << 20)  # stopped near the bound, not at the end
+        assert app.threads["/stream"] != "io-thread"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
+            other.sendall(request("GET", "/after"))
+            assert read_answers(other, 1) == [b"/after"]
+    finally:
+        stalled.close()
 
 
 def test_only_workers_wake_the_io_thread(served):
