@@ -640,14 +640,18 @@ class Dispatcher:
         return self.metrics.child(self.metrics.deliveries, sub.scope.label, sub.name, outcome)
 
     def _write_blobs(self, sub: Subscription, dead: list[Outcome]) -> None:
-        """One blob per dead-lettered event, built from the stored delivery (the single source of
-        the Azure fields: attempts, last outcome, times)."""
         for o in dead:
-            for delivery in o.delivery_ids:
-                row = self.deliveries.dead_letter(sub.id, delivery)
-                if row is None:  # redelivered or purged in the meantime
-                    continue
-                self.blobs.write(sub.scope.label, sub.name, o.at, [dead_letter_record(row, sub)], sub.dead_letter_container)
+            self.write_dead_letters(sub, o.delivery_ids, o.at)
+
+    def write_dead_letters(self, sub: Subscription, delivery_ids: Iterable[int], at: float) -> None:
+        """One blob per dead-lettered event, built from the stored delivery (the single source of
+        the Azure fields: attempts, last outcome, times). Blocks: called on a thread of its own
+        (never under a lock, never on the delivery loop)."""
+        for delivery in delivery_ids:
+            row = self.deliveries.dead_letter(sub.id, delivery)
+            if row is None:  # redelivered or purged in the meantime
+                continue
+            self.blobs.write(sub.scope.label, sub.name, at, [dead_letter_record(row, sub)], sub.dead_letter_container)
 
 
 def dead_letter_record(row: dict, sub: Subscription) -> dict:

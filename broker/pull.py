@@ -88,7 +88,9 @@ class Pull:
             if wait:
                 self.receive(sub, max_events, max_wait, answer)
             else:
-                result, error = _now(self.store.commits, self.store.queues.receiving(sub.id, max_events, now, rules))
+                dead: list[int] = []
+                result, error = _now(self.store.commits, self.store.queues.receiving(sub.id, max_events, now, rules, dead=dead))
+                self._dead_lettered(sub, dead, now, error)
                 answer(_failure(error) if error is not None else self._events(sub, result))
             return
         tokens = _lock_tokens(body())
@@ -100,7 +102,10 @@ class Pull:
                                   "InvalidRequestParameter", "releaseDelayInSeconds")
             delay = self.engine.clock.scaled(int(raw))
 
+        dead: list[int] = []
+
         def done(result, error) -> None:
+            self._dead_lettered(sub, dead, now, error)
             if error is not None:
                 answer(_failure(error))
                 return
@@ -110,7 +115,7 @@ class Pull:
             if succeeded and operation in ("release", "renewLock"):
                 self.wake(sub.id)
 
-        job = self.store.queues.settling(sub.id, operation, tokens, now, rules, delay)
+        job = self.store.queues.settling(sub.id, operation, tokens, now, rules, delay, dead=dead)
         if wait:
             self.store.commits.transact_soon([(job, self._on_loop(done))])
         else:
@@ -165,12 +170,31 @@ class Pull:
             return
         waiter = queue[0]
         self._trying.add(subscription)
-        job = self.store.queues.receiving(subscription, waiter.max_events, self.engine.clock.now(), self._rules(waiter.sub))
+        now = self.engine.clock.now()
+        dead: list[int] = []
+        job = self.store.queues.receiving(subscription, waiter.max_events, now, self._rules(waiter.sub), dead=dead)
+
+        def then(result, error) -> None:
+            self._dead_lettered(waiter.sub, dead, now, error)
+            self._tried(waiter, result, error)
+
         try:
-            self.store.commits.transact_soon([(job, self._on_loop(lambda result, error: self._tried(waiter, result, error)))])
+            self.store.commits.transact_soon([(job, self._on_loop(then))])
         except Exception as exc:  # the store is closed: the broker is stopping
             self._trying.discard(subscription)
             self._finish(waiter, _failure(exc))
+
+    def _dead_lettered(self, sub: Subscription, dead: list[int], at: float, error: BaseException | None) -> None:
+        """Once a write that dead-lettered events is in, their blobs are written on a thread of the
+        loop's default executor (a file or a storage call blocks)."""
+        if dead and error is None:  # (from any thread: the answer of a worker's request comes here too)
+            self.loop.call_soon_threadsafe(self.loop.run_in_executor, None, self._write_dead_letters, sub, list(dead), at)
+
+    def _write_dead_letters(self, sub: Subscription, dead: list[int], at: float) -> None:
+        try:
+            self.engine.dispatcher.write_dead_letters(sub, dead, at)
+        except Exception:  # the records stay in the store, where the API and dashboard show them
+            log.exception("could not write dead-letter blobs", extra={"subscription": sub.label, "count": len(dead)})
 
     def _tried(self, waiter: _Waiter, result, error) -> None:
         subscription = waiter.sub.id

@@ -80,13 +80,17 @@ class Queues:
     # -- receive -----------------------------------------------------------------------------
 
     def receiving(self, subscription: int, max_events: int, now: float, rules: QueueRules,
-                  max_bytes: int = MAX_RECEIVE_BYTES) -> Callable[[sqlite3.Connection], list[Received]]:
+                  max_bytes: int = MAX_RECEIVE_BYTES, dead: list[int] | None = None) -> Callable[[sqlite3.Connection], list[Received]]:
         """The write of one receive: up to `max_events` available events and about `max_bytes`
         of them (one always), locked until now + lock. Locks that ran out first go back to the
-        queue, or out of it past maxDeliveryCount; events past their time to live go out of it."""
+        queue, or out of it past maxDeliveryCount; events past their time to live go out of it.
+        The deliveries dead-lettered on the way are put in `dead` (for their blobs, written once
+        the commit is in)."""
         final = "deadlettered" if rules.dead_letter else "dropped"
+        dead = [] if dead is None else dead
 
         def tx(db: sqlite3.Connection) -> list[Received]:
+            dead.clear()  # a group commit may run a write twice: only the last run counts
             lapsed = db.execute(
                 "SELECT id, attempts FROM deliveries WHERE subscription=? AND status='locked' AND next_attempt_at<=?", (subscription, now)
             ).fetchall()
@@ -95,6 +99,8 @@ class Queues:
                 back = [(i,) for i, n in lapsed if n < rules.max_delivery_count]
                 db.executemany("UPDATE deliveries SET status=?, done_at=?, dead_letter_reason=? WHERE id=?", over)
                 db.executemany("UPDATE deliveries SET status='pending' WHERE id=?", back)
+                if rules.dead_letter:
+                    dead.extend(o[3] for o in over)
             got: list[Received] = []
             size = 0
             while len(got) < max_events and size < max_bytes:
@@ -113,6 +119,8 @@ class Queues:
                         size += len(r[3])
                 done = len(live) < len([r for r in rows if r[2] > now])  # the byte bound was reached
                 db.executemany("UPDATE deliveries SET status=?, done_at=?, dead_letter_reason=? WHERE id=?", old)
+                if rules.dead_letter:
+                    dead.extend(o[3] for o in old)
                 db.executemany(
                     "UPDATE deliveries SET status='locked', attempts=?, next_attempt_at=?, last_attempt_at=? WHERE id=?",
                     [(r[1] + 1, now + rules.lock_seconds, now, r[0]) for r in live],
@@ -134,13 +142,17 @@ class Queues:
     # -- settle ------------------------------------------------------------------------------
 
     def settling(self, subscription: int, action: str, tokens: Sequence[object], now: float, rules: QueueRules,
-                 delay: float = 0.0) -> Callable[[sqlite3.Connection], tuple[list[str], list[tuple[str, tuple[str, str]]]]]:
+                 delay: float = 0.0, dead: list[int] | None = None
+                 ) -> Callable[[sqlite3.Connection], tuple[list[str], list[tuple[str, tuple[str, str]]]]]:
         """The write of acknowledge, release, reject or renewLock for `tokens`; its result is
-        (succeeded tokens, [(failed token, (code, message))])."""
+        (succeeded tokens, [(failed token, (code, message))]). Deliveries dead-lettered (a reject,
+        a release past maxDeliveryCount) are put in `dead`."""
         final = "deadlettered" if rules.dead_letter else "dropped"
         parsed = [(t, self.parse_token(t)) for t in tokens]
+        dead = [] if dead is None else dead
 
         def tx(db: sqlite3.Connection):
+            dead.clear()
             succeeded, failed = [], []
             for token, found in parsed:
                 if found is None:
@@ -155,12 +167,16 @@ class Queues:
                 elif action == "reject":
                     changed = db.execute(f"UPDATE deliveries SET status=?, done_at=?, dead_letter_reason='Rejected', last_outcome='Rejected' {match}",
                                          (final, now, *args)).rowcount
+                    if changed and rules.dead_letter:
+                        dead.append(delivery)
                 elif action == "renewLock":
                     changed = db.execute(f"UPDATE deliveries SET next_attempt_at=? {match}", (now + rules.lock_seconds, *args)).rowcount
                 else:  # release: receivable again after the delay, unless it has been received too often
                     if attempt >= rules.max_delivery_count:
                         changed = db.execute(f"UPDATE deliveries SET status=?, done_at=?, dead_letter_reason='MaxDeliveryCountExceeded' {match}",
                                              (final, now, *args)).rowcount
+                        if changed and rules.dead_letter:
+                            dead.append(delivery)
                     else:
                         changed = db.execute(f"UPDATE deliveries SET status='pending', next_attempt_at=?, last_outcome='Released' {match}",
                                              (now + delay, *args)).rowcount

@@ -9,13 +9,25 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from azure.core.credentials import AzureKeyCredential
 from azure.core.messaging import CloudEvent
+from azure.eventgrid import EventGridConsumerClient, EventGridPublisherClient
 from azure.mgmt.eventgrid import EventGridManagementClient
 from azure.mgmt.eventgrid import models as m
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueServiceClient
 
-from tests.integration.arm_support import LOCATION, RESOURCE_GROUP, SUBSCRIPTION_ID, NoCredential, topic_id
+from tests.integration.arm_support import (
+    LOCATION,
+    RESOURCE_GROUP,
+    SUBSCRIPTION_ID,
+    Arm,
+    NoCredential,
+    namespace_id,
+    namespace_topic_id,
+    queue_subscription,
+    topic_id,
+)
 from tests.integration.azurite_support import PACKAGE, Azurite
 from tests.integration.npm_support import npm_ci
 from tests.integration.processes import Broker, always, event, free_port
@@ -164,6 +176,27 @@ def test_a_queue_that_never_appears_runs_out_into_a_dead_letter_blob(broker, blo
     assert BLOB_NAME.fullmatch(name) and "/NO-QUEUE/" in name
     assert (record["id"], record["deadLetterReason"], record["lastHttpStatusCode"], record["deliveryAttempts"]) == (
         "gone-1", "MaxDeliveryAttemptsExceeded", 404, 2)
+
+
+def test_a_rejected_namespace_queue_event_is_dead_lettered_into_the_container(broker, blobs):
+    blobs.create_container("queue-rejects")
+    arm = Arm(broker.url)
+    arm.create_namespace("orders-ns")
+    arm.create_namespace_topic("orders-ns", "orders")
+    dead_letter = {"identity": {"type": "SystemAssigned"}, "deadLetterDestination": dead_letter_to("queue-rejects")}
+    body = queue_subscription()
+    body["properties"]["deliveryConfiguration"]["queue"]["deadLetterDestinationWithResourceIdentity"] = dead_letter
+    arm.put(f"{namespace_topic_id('orders-ns', 'orders')}/eventSubscriptions/worker", body)
+    key, _ = arm.list_keys(namespace_id("orders-ns"))
+    endpoint = f"{broker.url}/namespaces/orders-ns"
+    EventGridPublisherClient(endpoint, AzureKeyCredential(key), namespace_topic="orders").send(
+        [CloudEvent(source="/orders", type="Contoso.Orders.Created", data={"n": 1}, id="reject-1")])
+    consumer = EventGridConsumerClient(endpoint, AzureKeyCredential(key), namespace_topic="orders", subscription="worker")
+    [detail] = consumer.receive(max_events=1, max_wait_time=10)
+    assert consumer.reject(lock_tokens=[detail.broker_properties.lock_token]).succeeded_lock_tokens
+    [(name, [record])] = dead_letter_blobs(blobs, "queue-rejects", 1).items()
+    assert "/WORKER/" in name and name.endswith(".json")
+    assert (record["id"], record["deadLetterReason"], record["specversion"]) == ("reject-1", "Rejected", "1.0")
 
 
 def test_an_unreachable_storage_account_loses_nothing(processes):
