@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import requests
 import uvloop
 
 from broker.ingress import is_publish
-from broker.serving import LATER, MAX_QUEUED_OUTPUT, make_server, serve_on_loop
+from broker.serving import LATER, MAX_HELD_BYTES, MAX_QUEUED_OUTPUT, make_server, serve_on_loop
 from tests.integration.processes import event
 from tests.waiting import wait_until
 
@@ -323,6 +324,35 @@ def test_a_publish_answered_later_holds_back_the_next_request_on_its_connection(
             sock.sendall(request("POST", "/api/events", b"[2]"))
             assert answer(stream)[2] in (b"[2]", b"/api/events")
         assert [c[4] for c in responder.calls][0] == b"[1]"
+    finally:
+        running.close()
+
+
+def test_what_a_connection_sends_while_its_publish_awaits_its_answer_is_held_to_a_bound():
+    """Past MAX_HELD_BYTES the connection is not read until the answer is out: TCP then holds the
+    sender back, instead of the broker holding (and copying) all it sends."""
+    app, responder = Recorder(), Responder(defer=3.0)
+    server = make_server(app, is_publish, threads=2, respond=responder, host="127.0.0.1", port=0, channel_request_lookahead=1)
+    running = Served(server)
+    flood = request("GET", "/x" * 1000) * 8_000  # ~16 MB of pipelined requests
+    try:
+        with socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as sock:
+            sock.sendall(request("POST", "/api/events", b"[1]"))
+            wait_until(lambda: responder.calls, 5, "the publish to be read")
+            sock.setblocking(False)
+            sent, stuck_since, started = 0, None, time.monotonic()
+            while sent < len(flood) and time.monotonic() - started < 2.0:
+                try:
+                    sent += sock.send(flood[sent:sent + 65536])
+                    stuck_since = None
+                except BlockingIOError:
+                    stuck_since = stuck_since or time.monotonic()
+                    if time.monotonic() - stuck_since > 0.3:
+                        break
+                    time.sleep(0.005)
+            [channel] = [c for c in list(server.active_channels.values()) if getattr(c, "awaiting", False)]
+            assert channel.held_bytes <= MAX_HELD_BYTES + (1 << 20), channel.held_bytes
+            assert sent < len(flood)  # the sender was held back
     finally:
         running.close()
 
