@@ -243,6 +243,12 @@ def path_covers(signed_path: str, resource_path: str) -> bool:
     all resources prefixed with the resource URI used in the signature string", so the signed path
     may be a whole-segment prefix of the request path.
     """
-    signed = _normalize(signed_path)
-    requested = _normalize(resource_path)
+    # A namespace operation names its resource and its action in one segment (`topics/t:publish`):
+    # the token of the resource covers its actions.
+    signed, requested = ([part for segment in _normalize(p) for part in _resource_and_action(segment)] for p in (signed_path, resource_path))
     return requested[: len(signed)] == signed
+
+
+def _resource_and_action(segment: str) -> tuple[str, ...]:
+    name, colon, action = segment.partition(":")
+    return (name, colon + action) if colon and name else (segment,)

@@ -17,13 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.messaging import CloudEvent
-from azure.eventgrid import EventGridConsumerClient, EventGridPublisherClient
+from azure.eventgrid import EventGridConsumerClient, EventGridPublisherClient, generate_sas
 
 from tests.integration.arm_support import Arm, namespace_id
 from tests.integration.processes import free_port
@@ -363,6 +364,25 @@ def test_more_than_1000_events_or_1_mb_in_one_publish_is_refused_whole(queue):
     assert too_big.json()["error"]["code"]
     assert at_limit.status_code == 200, at_limit.text
     assert len(q.receive(1000, timeout=60)) == 1000  # only the accepted batch is there
+
+
+def test_a_sas_token_of_the_namespace_key_publishes_and_receives_over_rest(queue):
+    # The Python SDK refuses SAS credentials for namespaces; the REST API takes them (as Azure's does).
+    q = queue()
+    base = f"{q.endpoint}/topics/{q.topic}"
+    token = generate_sas(base, q.key, datetime.now(UTC) + timedelta(minutes=10))
+    auth = {"Authorization": f"SharedAccessSignature {token}"}
+    event = {"specversion": "1.0", "id": "sas-1", "source": "/orders", "type": "Contoso.Orders.Created", "data": {}}
+    published = requests.post(f"{base}:publish?api-version=2024-06-01", json=event, timeout=10,
+                              headers={**auth, "Content-Type": "application/cloudevents+json; charset=utf-8"})
+    assert published.status_code == 200, published.text
+    received = requests.post(f"{base}/eventsubscriptions/{q.subscription}:receive?api-version=2024-06-01&maxEvents=1&maxWaitTime=10",
+                             headers=auth, timeout=20)
+    assert received.status_code == 200 and [v["event"]["id"] for v in received.json()["value"]] == ["sas-1"]
+    forged = generate_sas(base, new_key(), datetime.now(UTC) + timedelta(minutes=10))
+    refused = requests.post(f"{base}:publish?api-version=2024-06-01", json=event, timeout=10,
+                            headers={"Authorization": f"SharedAccessSignature {forged}", "Content-Type": "application/cloudevents+json"})
+    assert refused.status_code == 401
 
 
 def test_wrong_key_is_refused_with_401_for_publish_and_receive(queue):

@@ -250,6 +250,11 @@ def test_a_sas_key_header_is_checked_even_when_a_token_is_also_sent():
         ("http://localhost:8080/topics/ord", PATH, False),
         ("http://localhost:8080/api/events", PATH, False),
         ("http://localhost:8080/api/events", "/api/events", True),
+        ("http://ns.local/namespaces/ns/topics/orders?apiVersion=2018-01-01", "/namespaces/ns/topics/orders:publish", True),
+        ("http://ns.local/namespaces/ns/topics/orders", "/namespaces/ns/topics/orders/eventsubscriptions/s:receive", True),
+        ("http://ns.local/namespaces/ns/topics/orders:publish", "/namespaces/ns/topics/orders:publish", True),
+        ("http://ns.local/namespaces/ns/topics/ord", "/namespaces/ns/topics/orders:publish", False),
+        ("http://ns.local/namespaces/ns/topics/orders", "/namespaces/ns/topics/other:publish", False),
     ],
 )
 def test_signed_resource_path_covers_request_path(resource, request_path, covered):
