@@ -9,7 +9,9 @@ Threads and what they own:
   also serves the HTTP sockets: serving.py), so hundreds of requests in flight cost no threads and
   no GIL hand-offs between them. They take deliveries from their lane, send them, and record the
   outcome in the store;
-* publishes hand fresh deliveries straight to a lane (`direct`, `hand_over`) on the loop's thread.
+* publishes hand fresh deliveries straight to a lane (`direct`, `hand_over`) on the loop's thread;
+* a StorageQueue subscription's sends run on the storage account's own threads (storage.py),
+  awaited by its workers; dead-letter blobs are written from a thread (`asyncio.to_thread`).
 
 `_lock` guards the lanes and the worker counts; nothing calls out of this module while holding it.
 Each subscription may have at most `subscription_concurrency` requests in flight, reached by one

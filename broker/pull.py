@@ -10,6 +10,8 @@ write without waiting for it (`transact_soon`), and answers through `later` once
 A receive finding nothing waits until a publish, a release or a settled lock of its subscription
 wakes it, until an event held back (a release delay, a lock) falls due, or until its time is up.
 Settling calls answer per token: an unknown or expired token is a failed token, not an HTTP error.
+Events a write dead-letters (a reject, maxDeliveryCount, the time to live) get their blobs from a
+thread of the loop's default executor once the write is in: a file or a storage call blocks.
 """
 
 from __future__ import annotations
