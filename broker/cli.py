@@ -40,6 +40,10 @@ FLAGS = {
     "https_port": "BROKER_HTTPS_PORT",
     "time_scale": "BROKER_TIME_SCALE",
     "log_level": "LOG_LEVEL",
+    "cert": "BROKER_TLS_CERT",
+    "key": "BROKER_TLS_KEY",
+    "storage": "BROKER_STORAGE_CONNECTION_STRING",
+    "allowed_hosts": "BROKER_ALLOWED_HOSTS",
 }
 
 
@@ -54,6 +58,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="JSON file of topics, domains and namespaces to declare (BROKER_CONFIG)")
     parser.add_argument("--time-scale", type=float, help="multiply every wait by this, e.g. 0.001 (BROKER_TIME_SCALE)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (LOG_LEVEL)")
+    parser.add_argument("--cert", help="PEM certificate for the HTTPS port (BROKER_TLS_CERT; default: one generated)")
+    parser.add_argument("--key", help="PEM private key of --cert (BROKER_TLS_KEY)")
+    parser.add_argument("--storage", metavar="CONNECTION_STRING",
+                        help="Azure Storage account for StorageQueue destinations and dead-letter blobs, e.g. "
+                             "UseDevelopmentStorage=true for Azurite (BROKER_STORAGE_CONNECTION_STRING)")
+    parser.add_argument("--allowed-hosts", help="more host names to answer to, comma-separated (BROKER_ALLOWED_HOSTS)")
     parser.add_argument("--in-memory", action="store_true", help="a throwaway store, removed when the emulator stops")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser.parse_args(argv)

@@ -28,6 +28,13 @@ def test_flags_win_over_the_environment_and_leave_the_rest_alone():
     assert env["BROKER_DEFAULT_TOPIC"] == "orders" and "BROKER_HOST" not in env
 
 
+def test_the_storage_and_tls_flags_set_their_variables():
+    args = parse_args(["--storage", "UseDevelopmentStorage=true", "--cert", "c.pem", "--key", "k.pem", "--allowed-hosts", "eg"])
+    env = environment(args, {})
+    assert (env["BROKER_STORAGE_CONNECTION_STRING"], env["BROKER_TLS_CERT"], env["BROKER_TLS_KEY"], env["BROKER_ALLOWED_HOSTS"]) == (
+        "UseDevelopmentStorage=true", "c.pem", "k.pem", "eg")
+
+
 def test_every_flag_sets_a_documented_setting():
     assert set(FLAGS.values()) <= set(ENV)
     assert set(FLAGS) <= set(vars(parse_args([]))) and isinstance(parse_args([]), argparse.Namespace)
