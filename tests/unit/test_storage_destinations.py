@@ -102,6 +102,19 @@ def test_an_unreachable_storage_account_runs_out_into_a_dead_letter_blob(engine,
     assert not (engine.config.data_dir / "deadletter").exists()  # the blob went to storage, not to a file
 
 
+def test_started_without_its_storage_account_a_queue_subscription_waits_for_it(engine, client, storage, clock):
+    assert client.put(f"{SUB}/to-queue", json=queue_body()).status_code == 201
+    engine.dispatcher.storage = None  # as after a restart without BROKER_STORAGE_CONNECTION_STRING
+    publish(client)
+    dispatch(engine)
+    (row,) = engine.store.read("SELECT d.status, d.attempts, a.error FROM deliveries d JOIN attempts a ON a.delivery_id = d.id")
+    assert (row["status"], row["attempts"]) == ("pending", 1) and "BROKER_STORAGE_CONNECTION_STRING" in row["error"]
+    engine.dispatcher.storage = storage  # the account is back
+    clock.advance(11)
+    dispatch(engine)
+    assert statuses(engine) == {"delivered": 1} and len(storage.messages) == 1
+
+
 def test_a_refused_dead_letter_blob_is_kept_as_a_file(engine, client, storage):
     storage.refuse_blobs = True
     engine.dispatcher.client.statuses = [400]
