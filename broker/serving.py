@@ -96,9 +96,10 @@ class _Parsed:
 # A connection awaiting a publish's answer holds what it sends meanwhile, up to this many bytes;
 # past them the socket is not read until the answer is out (TCP then slows the sender down).
 MAX_HELD_BYTES = 2 << 20
-# Bytes of answers queued for a client that does not read them (a dashboard tab left streaming
-# behind a stalled connection): past this the connection is dropped, freeing the thread writing.
-MAX_QUEUED_OUTPUT = 8 << 20
+# A worker with more than waitress's outbuf_high_watermark (16 MB) queued for its client waits for
+# the client to read; a client that reads nothing for this long (a dashboard tab left streaming
+# behind a stalled connection) is dropped, which frees the worker.
+STALL_SECONDS = 10.0
 # Request bodies larger than these are refused from their headers, before they are read: a publish
 # (1 MB, Azure's limit) and anything else (4 MB, Azure Resource Manager's).
 MAX_PUBLISH_BODY = 1 << 20
@@ -119,14 +120,32 @@ class _Channel(HTTPChannel):
         return (not self.awaiting or self.held_bytes < MAX_HELD_BYTES) and super().readable()
 
     def write_soon(self, data):
-        if data and self.total_outbufs_len > MAX_QUEUED_OUTPUT:
-            # The client has not read megabytes of answers: it is gone or stalled. Dropping the
-            # connection frees the worker thread that would otherwise wait here for it.
-            self.will_close = True
-            self.close_when_flushed = False
-            self.handle_close()
-            raise ClientDisconnected(f"the client has not read {self.total_outbufs_len} bytes of answers")
+        # (Only a worker finds output queued here: waitress reads no request while output is
+        # queued, so a request the I/O thread serves starts with an empty queue.)
+        if data and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+            self._wait_for_the_client()
         return super().write_soon(data)
+
+    def _wait_for_the_client(self) -> None:
+        """On a worker: wait while more than the high-water mark is queued, as waitress does, but
+        drop a client that reads nothing for STALL_SECONDS instead of waiting for it for ever."""
+        with self.outbuf_lock:
+            left, since = self.total_outbufs_len, time.monotonic()
+            while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+                self.server.pull_trigger()
+                self.outbuf_lock.wait(0.5)
+                if self.total_outbufs_len < left:
+                    left, since = self.total_outbufs_len, time.monotonic()
+                elif time.monotonic() - since >= STALL_SECONDS:
+                    self.will_close = True
+                    poller = self.server.poller
+                    if poller is not None:  # closed by the I/O thread: the socket map is its own
+                        poller.loop.call_soon_threadsafe(self._drop)
+                    raise ClientDisconnected(f"the client read nothing of {left} bytes in {STALL_SECONDS:.0f} s")
+
+    def _drop(self) -> None:
+        if self.connected:
+            self.handle_close()
 
     def handle_read(self):
         self.reader = self.server.io_thread = threading.get_ident()

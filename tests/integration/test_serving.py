@@ -14,8 +14,9 @@ import pytest
 import requests
 import uvloop
 
+from broker import serving
 from broker.ingress import is_publish
-from broker.serving import LATER, MAX_HELD_BYTES, MAX_QUEUED_OUTPUT, make_server, serve_on_loop
+from broker.serving import LATER, MAX_HELD_BYTES, make_server, serve_on_loop
 from tests.integration.processes import event
 from tests.waiting import wait_until
 
@@ -151,9 +152,22 @@ def test_a_large_answer_written_by_a_worker_is_sent_to_the_end(served):
     assert app.threads["/big"] != "io-thread"
 
 
-def test_a_client_that_stops_reading_a_stream_frees_the_worker_writing_it(served):
-    """Past MAX_QUEUED_OUTPUT bytes of unread answers the connection is dropped, so the worker's
-    next write fails and the stream's generator ends, instead of the worker waiting forever."""
+def closed_by_server(sock: socket.socket) -> bool:
+    """Reads what is buffered (at most 64 MB); True once the server's end is closed."""
+    for _ in range(1024):
+        try:
+            if sock.recv(65536, socket.MSG_DONTWAIT) == b"":
+                return True
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_a_client_that_stops_reading_a_stream_frees_the_worker_writing_it(served, monkeypatch):
+    """A worker with more than the high-water mark queued waits for its client; one that reads
+    nothing for STALL_SECONDS is dropped, so the stream's generator ends instead of the worker
+    waiting for ever."""
+    monkeypatch.setattr(serving, "STALL_SECONDS", 1.0)
     app, port = served
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -161,13 +175,25 @@ def test_a_client_that_stops_reading_a_stream_frees_the_worker_writing_it(served
     try:
         stalled.sendall(request("GET", "/stream"))  # and never read
         assert app.stream_ended.wait(15), f"the stream still runs after {app.streamed} chunks"
-        assert app.streamed * 65536 < MAX_QUEUED_OUTPUT + (16 << 20)  # stopped near the bound, not at the end
+        assert app.streamed * 65536 < (16 << 20) + (16 << 20)  # stopped near the high-water mark, not at the end
         assert app.threads["/stream"] != "io-thread"
         with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
             other.sendall(request("GET", "/after"))
             assert read_answers(other, 1) == [b"/after"]
+        wait_until(lambda: closed_by_server(stalled), 5, "the stalled connection closed", tolerate=(BlockingIOError,))
     finally:
         stalled.close()
+
+
+def test_a_slow_reader_of_a_large_answer_keeps_its_connection(served, monkeypatch):
+    """Reading slowly is not stalling: the connection stays, and the answer after it arrives."""
+    monkeypatch.setattr(serving, "STALL_SECONDS", 1.0)
+    app, port = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request("GET", "/big") + request("GET", "/after"))
+        wait_until(lambda: len(app.threads) == 2, 5, "both requests served, neither answer read yet")
+        time.sleep(1.2)  # past STALL_SECONDS before the first byte is read: the client is slow, then reads
+        assert read_answers(sock, 2) == [b"/big" * 5_000_000, b"/after"]
 
 
 def test_only_workers_wake_the_io_thread(served):
