@@ -29,8 +29,9 @@ behaviour is the reference for every edge case.
 
 This uses hooks of waitress 3.0.2 (pinned; `WAITRESS_VERSION`, and any other version makes the
 broker serve through plain waitress instead, with a warning: broker/cli.py): `create_server(map=..., _dispatcher=...)`, the server's
-`channel_class`, `trigger` and `pull_trigger`, every dispatcher's `readable()`/`writable()` and the
-channel's `received`, `request`, `requests` and output buffers. `tests/integration/test_serving.py`
+`channel_class`, `trigger` and `pull_trigger`, every dispatcher's `readable()`/`writable()`, the
+channel's `received`, `request`, `requests`, `parser_class`, `write_soon`, `outbuf_lock` and output
+buffers, and the parser's `parse_header`. `tests/integration/test_serving.py`
 fails if they stop working.
 """
 
@@ -45,6 +46,7 @@ import httptools
 import orjson
 from waitress import create_server, wasyncore
 from waitress.channel import ClientDisconnected, HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import build_http_date
 
@@ -106,8 +108,21 @@ MAX_PUBLISH_BODY = 1 << 20
 MAX_OTHER_BODY = 4 << 20
 
 
+class _Parser(HTTPRequestParser):
+    """waitress's request parser, refusing what the fast path refuses: a request whose head arrived
+    in pieces comes here, and waitress would let Transfer-Encoding win over Content-Length."""
+
+    def parse_header(self, header_plus):
+        super().parse_header(header_plus)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            # (answered 400 by waitress's error task, which closes the connection)
+            raise ParsingError("A request may not have both Content-Length and Transfer-Encoding.")
+
+
 class _Channel(HTTPChannel):
     """A connection whose publish requests run on the I/O thread, right after they are read."""
+
+    parser_class = _Parser
 
     reader = 0  # the I/O thread's id while it is inside handle_read
     serve_here = False  # a request is ready and the dispatcher left it to us

@@ -109,6 +109,22 @@ def test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and
     assert answer.count(b"HTTP/1.1 ") == 1, "a second request was served on the same connection"
 
 
+def test_the_same_ambiguous_request_arriving_in_pieces_is_refused_and_closed_too(broker):
+    # A head split over reads is parsed by waitress, which would let Transfer-Encoding win.
+    request = (b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+               b"Content-Type: application/json\r\n\r\n5\r\n[1,2]\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    host, port = broker.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=3.0) as s:
+        s.sendall(request[:30])
+        time.sleep(0.05)  # read apart: the fast path sees half a head
+        s.sendall(request[30:])
+        answer = b""
+        while chunk := s.recv(65536):  # until the broker closes (a timeout fails the test)
+            answer += chunk
+    assert status(answer) == 400
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+
+
 def test_an_absolute_request_target_that_does_not_parse_is_answered(broker):
     answer = raw(broker, b"POST http://x:99999/api/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n%s" % (len(PUBLISH), PUBLISH))
