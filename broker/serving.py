@@ -28,11 +28,11 @@ Whatever that path does not take -- pipelined or partial requests, HTTP/1.0, `Co
 behaviour is the reference for every edge case.
 
 This uses hooks of waitress 3.0.2 (pinned; `WAITRESS_VERSION`, and any other version makes the
-broker serve through plain waitress instead, with a warning: broker/cli.py): `create_server(map=..., _dispatcher=...)`, the server's
-`channel_class`, `trigger` and `pull_trigger`, every dispatcher's `readable()`/`writable()`, the
-channel's `received`, `request`, `requests`, `parser_class`, `write_soon`, `outbuf_lock` and output
-buffers, and the parser's `parse_header`. `tests/integration/test_serving.py`
-fails if they stop working.
+broker serve through plain waitress instead, with a warning: broker/cli.py):
+`create_server(map=..., _dispatcher=...)`, the server's `channel_class`, `trigger` and
+`pull_trigger`, every dispatcher's `readable()`/`writable()`, the channel's `received`, `request`,
+`requests`, `parser_class`, `write_soon`, `outbuf_lock` and output buffers, and the parser's
+`parse_header`. `tests/integration/test_serving.py` fails if they stop working.
 """
 
 from __future__ import annotations

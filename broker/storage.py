@@ -57,10 +57,6 @@ class StorageAccount:
             return None
         return cls(config.storage_connection_string, config.delivery_timeout)
 
-    def describe(self, queue: str) -> str:
-        """The queue's URL, shown where a webhook subscription shows its endpoint."""
-        return f"{self.queues.url.rstrip('/')}/{queue}"
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)  # a send in flight ends at its timeout
         self.queues.close()

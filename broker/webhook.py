@@ -38,8 +38,8 @@ MAX_BODY_KEPT = 65536
 MAX_HEADER_BYTES = 65536  # of a subscriber's answer: more is a failed attempt, and the connection goes
 MAX_HEADS_KEPT = 4096  # distinct request heads remembered (a dynamic header value can make every one new)
 MAX_HEADS_BYTES = 4 << 20  # and their bytes (delivery attributes may hold 4 KB each)
-WATCH_SECONDS = 0.05
-_FRAMING = (b"content-length", b"transfer-encoding")  # headers that say where an answer's body ends  # how often requests in flight are checked against their deadline
+WATCH_SECONDS = 0.05  # how often requests in flight are checked against their deadline
+_FRAMING = (b"content-length", b"transfer-encoding")  # headers that say where an answer's body ends
 
 
 @dataclass(slots=True)
