@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.integration.processes import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +52,13 @@ def test_the_command_runs_from_any_directory_with_its_flags(installed, tmp_path)
     proc = subprocess.Popen([str(installed / "eventgrid-emulator"), "--port", str(port), "--in-memory", "--log-level", "WARNING"],
                             env=_user_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-                    assert json.loads(resp.read())["status"] == "ready"
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "the emulator did not get ready"
-                time.sleep(0.1)
+        def ready() -> bool:
+            assert proc.poll() is None, proc.stderr.read().decode()  # it exited: say why
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                assert json.loads(resp.read())["status"] == "ready"
+                return True
+
+        wait_until(ready, 30, "the emulator to get ready", interval=0.1, tolerate=(OSError,))
         event = [{"id": "1", "eventType": "T", "subject": "s", "eventTime": "2026-01-01T00:00:00Z", "data": {}}]
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/events", data=json.dumps(event).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
